@@ -1,0 +1,105 @@
+"""The small protocol through which completion/ reaches a model.
+
+completion/ never imports torch: it builds token ids with the backend's own
+tokenizer, hands the engine a :class:`GenerationRequest`, and post-processes the
+:class:`Candidate` texts that come back. The local engine and a remote backend
+implement the same :class:`Backend` protocol.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+# A stop check sees the text a candidate has generated so far and returns the
+# length of the text to keep when the candidate is complete, or None to go on.
+StopCheck = Callable[[str], "int | None"]
+
+
+@dataclass
+class GenerationRequest:
+    """One call into the model: n candidates continuing the same prompt."""
+
+    prompt_ids: list[int]
+    n: int = 1
+    max_new_tokens: int = 128
+    # The first candidate is always greedy; the others sample at this temperature.
+    temperature: float = 0.2
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: StopCheck | None = None
+    # Token ids that end a candidate besides the backend's EOS ids (FIM end tokens).
+    stop_token_ids: tuple[int, ...] = ()
+    # time.monotonic() value after which decoding stops and returns what it has.
+    deadline: float | None = None
+    # Set by the caller (a newer request, $/cancelRequest) to abandon the work.
+    cancel: threading.Event | None = None
+    # Whether the engine may reuse the KV cache of the previous request's prompt.
+    reuse_prefix: bool = True
+    # Token ids that end a candidate besides the backend's EOS ids: the FIM
+    # template's own special tokens (<|file_sep|>, <EOT>, ...), which the text
+    # stop check never sees because detokenize skips special tokens.
+    stop_token_ids: frozenset[int] = frozenset()
+
+
+@dataclass
+class Candidate:
+    """One generated continuation."""
+
+    text: str
+    token_ids: list[int]
+    # Sum of the log-probabilities of the generated tokens (under the sampling
+    # distribution before temperature), and the count they are summed over.
+    logprob: float = 0.0
+    finish_reason: str = "length"  # stop | eos | length | deadline | cancelled
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-probability per token; 0 for an empty candidate."""
+        return self.logprob / len(self.token_ids) if self.token_ids else 0.0
+
+
+@dataclass
+class GenerationResult:
+    """What the engine returns for a :class:`GenerationRequest`."""
+
+    candidates: list[Candidate]
+    prompt_tokens: int = 0
+    # Prompt tokens whose KV came from the previous request (not prefilled again).
+    reused_tokens: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    # Decode steps run (each step produces one token for every live candidate).
+    decode_steps: int = 0
+    cancelled: bool = False
+    stats: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that completion/ can drive: tokenizer plus generation."""
+
+    name: str
+    # Model family key used to pick a FIM template ("qwen2.5-coder", "gemma3", ...).
+    family: str
+    bos_id: int | None
+    eos_ids: frozenset[int]
+    # Largest prompt + generation the model serves (bounded by the KV cache).
+    max_context: int
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without BOS or any added special token."""
+        ...
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``, special tokens skipped."""
+        ...
+
+    def special_token_id(self, token: str) -> int | None:
+        """Id of a special token such as ``<|fim_prefix|>``, or None."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run the request; blocking, called off the event loop."""
+        ...

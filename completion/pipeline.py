@@ -1,0 +1,121 @@
+"""The completion entry point the language server calls.
+
+One request runs: gate (none / single / multi), cut the context to the token
+budget, assemble the prompt for the model family, one ``generate`` call for all
+candidates, post-process, and map the results back onto the document.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+
+from .backend import Backend, GenerationRequest, GenerationResult
+from .context import build_context, token_budget
+from .gating import MAX_LINES, decide, stop_check
+from .postprocess import postprocess
+from .templates import select_format
+
+logger = logging.getLogger("tealtab.completion")
+
+
+@dataclass
+class CompletionRequest:
+    """A completion asked for at one cursor position."""
+
+    text: str  # whole document
+    offset: int  # cursor as a code-point index into text (0..len(text))
+    language_id: str  # LSP languageId, e.g. "python", "javascript"
+    n: int = 3
+    max_new_tokens: int = 128
+    temperature: float = 0.2
+    context_tokens: int | None = None
+    deadline: float | None = None  # time.monotonic()
+    cancel: threading.Event | None = None
+    request_id: str = ""  # for log lines
+    reuse_prefix: bool = True
+
+
+@dataclass
+class CompletionItem:
+    """Text to insert, replacing ``text[start:end]`` of the document."""
+
+    insert_text: str
+    start: int  # code-point offset of the replaced range start (== offset when nothing is replaced)
+    end: int  # code-point offset of the replaced range end
+    score: float  # mean logprob
+
+
+@dataclass
+class CompletionOutcome:
+    """What :func:`complete` produced, with what it cost."""
+
+    items: list[CompletionItem]
+    mode: str  # "none" | "single" | "multi"
+    generation: GenerationResult | None
+    prompt_tokens: int
+
+
+def _normalise(text: str) -> str:
+    # Models see "\n" whatever the document uses; a lone "\r" is left alone.
+    return text.replace("\r\n", "\n")
+
+
+def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
+    """Complete ``request.text`` at ``request.offset`` with ``backend``.
+
+    Returns at most ``request.n`` distinct items, best first; none when the
+    gate says no, when cancelled before generation, or when nothing useful
+    was generated.
+    """
+    rid = request.request_id
+    offset = min(max(request.offset, 0), len(request.text))
+    eol = "\r\n" if "\r\n" in request.text else "\n"
+    prefix = _normalise(request.text[:offset])
+    suffix = _normalise(request.text[offset:])
+
+    decision = decide(prefix, suffix, request.language_id)
+    logger.debug("[%s] gate: %s (%s)", rid, decision.mode, decision.reason)
+    if decision.mode == "none" or request.n <= 0:
+        return CompletionOutcome([], "none", None, 0)
+
+    fmt = select_format(backend)
+    budget = token_budget(request.context_tokens, backend.max_context, request.max_new_tokens, fmt.overhead)
+    # Prefix-only models never see the suffix: the whole budget goes to the prefix.
+    context = build_context(prefix, suffix if fmt.fim else "", backend.tokenize, budget, lead=fmt.prefix_lead)
+    prompt_ids = fmt.build(context.prefix.ids, context.suffix.ids)
+    logger.debug(
+        "[%s] prompt: %s, %d tokens (prefix %d, suffix %d, budget %d)",
+        rid, fmt.template.family if fmt.template else "prefix-only", len(prompt_ids),
+        len(context.prefix.ids), len(context.suffix.ids), budget,
+    )
+    if request.cancel is not None and request.cancel.is_set():
+        logger.debug("[%s] cancelled before generation", rid)
+        return CompletionOutcome([], decision.mode, None, len(prompt_ids))
+
+    generation = backend.generate(GenerationRequest(
+        prompt_ids=prompt_ids,
+        n=request.n,
+        max_new_tokens=request.max_new_tokens,
+        temperature=request.temperature,
+        stop=stop_check(decision),
+        deadline=request.deadline,
+        cancel=request.cancel,
+        reuse_prefix=request.reuse_prefix,
+        stop_token_ids=fmt.stop_ids,
+    ))
+    cleaned = postprocess(
+        generation.candidates,
+        line_after=decision.line_after,
+        suffix=suffix,
+        stop_factory=functools.partial(stop_check, decision, MAX_LINES),
+        n=request.n,
+    )
+    items = [CompletionItem(c.text.replace("\n", eol), offset, offset, c.score) for c in cleaned]
+    logger.info(
+        "[%s] %s: %d of %d candidates kept, prompt %d tokens (%d reused)",
+        rid, decision.mode, len(items), len(generation.candidates), len(prompt_ids), generation.reused_tokens,
+    )
+    return CompletionOutcome(items, decision.mode, generation, len(prompt_ids))

@@ -1,0 +1,173 @@
+"""Turn raw candidates into the completions worth showing.
+
+Each candidate is cut by the stop rule, loses text that the document already
+has after the cursor, and loses trailing whitespace; then empty, repetitive
+and duplicate candidates are dropped and the rest ranked by mean
+log-probability, the greedy candidate first on ties. Text here uses "\\n"
+line ends; the pipeline converts to the document's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .backend import Candidate, StopCheck
+
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_OPENERS = frozenset(_CLOSERS.values())
+_QUOTES = frozenset("\"'`")
+# How many lines of the suffix a multi-line completion is compared against.
+_SUFFIX_LINES = 16
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """A post-processed candidate."""
+
+    text: str
+    score: float  # mean log-probability of the raw candidate
+    index: int  # position among the engine's candidates; 0 is greedy
+
+
+def apply_stop(text: str, stop: StopCheck | None) -> str:
+    """``text`` cut where ``stop`` says it is complete."""
+    if stop is None:
+        return text
+    keep = stop(text)
+    return text if keep is None else text[:keep]
+
+
+def _unmatched(text: str) -> set[int]:
+    """Positions of closing brackets and quotes in ``text`` that close nothing
+    opened in ``text`` (so they close something before the cursor)."""
+    stack: list[tuple[str, int]] = []
+    loose: set[int] = set()
+    for i, ch in enumerate(text):
+        if ch in _OPENERS:
+            stack.append((ch, i))
+        elif ch in _CLOSERS:
+            if stack and stack[-1][0] == _CLOSERS[ch]:
+                stack.pop()
+            else:
+                loose.add(i)
+    for quote in _QUOTES:
+        positions = [i for i, ch in enumerate(text) if ch == quote]
+        if len(positions) % 2:
+            loose.add(positions[-1])
+    return loose
+
+
+def trim_line_overlap(text: str, line_after: str) -> str:
+    """Drop the end of ``text`` that repeats the start of ``line_after``.
+
+    ``foo(x))`` before ``)`` becomes ``foo(x)``: the overlap is dropped when
+    its brackets and quotes close nothing the completion opened, or when it is
+    the whole rest of the line (``;``). ``bar()`` before ``)`` is kept.
+    """
+    rest = line_after.strip()
+    if not rest or not text:
+        return text
+    loose: set[int] | None = None
+    best = 0
+    for k in range(1, min(len(text), len(line_after)) + 1):
+        piece = line_after[:k]
+        if piece.isspace() or not text.endswith(piece):
+            continue
+        if loose is None:
+            loose = _unmatched(text)
+        base = len(text) - k
+        marks = [base + j for j, ch in enumerate(piece) if ch in _CLOSERS or ch in _QUOTES]
+        if marks and all(m in loose for m in marks):
+            best = k
+        elif not marks and not any(ch in _OPENERS for ch in piece) and piece.strip() == rest:
+            best = k
+    return text[: len(text) - best]
+
+
+def trim_suffix_lines(text: str, suffix: str) -> str:
+    """Cut a multi-line ``text`` where it starts reproducing the lines that
+    follow the cursor's line in ``suffix``."""
+    if "\n" not in text:
+        return text
+    want = [line.strip() for line in suffix.split("\n")[1:_SUFFIX_LINES + 1] if line.strip()]
+    if not want:
+        return text
+    lines = text.split("\n")
+    offset = 0
+    for i, line in enumerate(lines):
+        if line.strip() and line.strip() == want[0] and _follows(lines[i + 1:], want[1:]):
+            return text[: max(0, offset - 1)]
+        offset += len(line) + 1
+    return text
+
+
+def _follows(lines: list[str], want: list[str]) -> bool:
+    code = [line.strip() for line in lines if line.strip()]
+    for j, line in enumerate(code):
+        if j >= len(want):
+            return False
+        last = j == len(code) - 1
+        if not (line == want[j] or (last and want[j].startswith(line))):
+            return False
+    return True
+
+
+def is_repetitive(text: str, repeats: int = 3, max_period: int = 3) -> bool:
+    """Whether some run of 1..``max_period`` lines repeats ``repeats`` times in a row."""
+    lines = [line.rstrip() for line in text.split("\n") if line.strip()]
+    for period in range(1, max_period + 1):
+        span = period * repeats
+        for start in range(len(lines) - span + 1):
+            unit = lines[start:start + period]
+            if all(lines[start + r * period:start + (r + 1) * period] == unit for r in range(1, repeats)):
+                return True
+    return False
+
+
+def clean(text: str, *, line_after: str, suffix: str, stop: StopCheck | None) -> str:
+    """One candidate's text cut by ``stop``, trimmed of overlap with the text
+    after the cursor and of trailing whitespace. Empty when nothing is left."""
+    text = apply_stop(text.replace("\r\n", "\n"), stop)
+    text = trim_suffix_lines(text, suffix)
+    text = trim_line_overlap(text, line_after)
+    if not line_after.strip():
+        # Nothing follows on the line: trailing spaces and blank lines are noise.
+        # Otherwise a trailing space may separate the completion from the suffix.
+        text = text.rstrip()
+    return text if text.strip() else ""
+
+
+def _dedup_key(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+
+
+def postprocess(
+    candidates: Sequence[Candidate],
+    *,
+    line_after: str,
+    suffix: str,
+    stop_factory: Callable[[], StopCheck | None] | None = None,
+    n: int | None = None,
+) -> list[Cleaned]:
+    """Clean, filter, deduplicate and rank ``candidates`` (greedy first).
+
+    ``stop_factory`` returns a fresh stop check per candidate (or None).
+    At most ``n`` results.
+    """
+    kept: dict[str, Cleaned] = {}
+    for index, cand in enumerate(candidates):
+        stop = stop_factory() if stop_factory is not None else None
+        text = clean(cand.text, line_after=line_after, suffix=suffix, stop=stop)
+        if not text or is_repetitive(text):
+            continue
+        item = Cleaned(text, cand.mean_logprob, index)
+        key = _dedup_key(text)
+        if key not in kept or _rank_key(item) < _rank_key(kept[key]):
+            kept[key] = item
+    ranked = sorted(kept.values(), key=_rank_key)
+    return ranked if n is None else ranked[:n]
+
+
+def _rank_key(item: Cleaned) -> tuple[float, int]:
+    return (-item.score, item.index)

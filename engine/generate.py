@@ -1,0 +1,156 @@
+"""Prefill, decode and sample: the engine's own generation loop.
+
+One request = prefill the prompt tokens that are not already in the KV cache
+(batch 1), then decode n candidates together; the first candidate is greedy,
+the others sample with temperature and top-p. Each step checks EOS/stop
+tokens, the caller's text stop rule, the deadline and the cancel flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import torch
+
+from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
+from tealtab.engine.kv_cache import CandidateAttention, KVCache, PromptAttention
+from tealtab.engine.model import Transformer
+from tealtab.engine.tokenizer import Tokenizer
+
+log = logging.getLogger("tealtab.engine")
+
+PREFILL_CHUNK = 512
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [n, V] fp32 -> (tokens [n], logprobs [n]); row 0 is always greedy."""
+    logprobs = torch.log_softmax(logits, dim=-1)
+    tokens = logits.argmax(dim=-1)
+    if logits.shape[0] > 1 and temperature > 0:
+        rest = logits[1:] / temperature
+        probs = torch.softmax(rest, dim=-1)
+        if top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (always the top token).
+            drop = sorted_p.cumsum(-1) - sorted_p > top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        tokens[1:] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class Generator:
+    """Runs :class:`GenerationRequest`s against one model and its KV cache."""
+
+    def __init__(self, model: Transformer, cache: KVCache, tokenizer: Tokenizer, eos_ids: frozenset[int]) -> None:
+        self.model = model
+        self.cache = cache
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+
+    @torch.inference_mode()
+    def prefill(self, ids: list[int], reuse: bool, cancel=None) -> tuple[torch.Tensor | None, int]:
+        """Fill the prompt cache with ``ids``; returns (last logits [1, V], reused count).
+
+        Returns None logits when cancelled midway; the cache then holds a valid
+        prefix of ``ids`` (what was prefilled), never a half-written one.
+        """
+        cache, dev = self.cache, self.model.device
+        reused = min(cache.common_prefix(ids), len(ids) - 1) if reuse else 0
+        cache.tokens = ids[:reused]
+        logits = None
+        start = reused
+        while start < len(ids):
+            if cancel is not None and cancel.is_set():
+                return None, reused
+            end = min(start + PREFILL_CHUNK, len(ids))
+            tokens = torch.tensor([ids[start:end]], device=dev)
+            positions = torch.arange(start, end, device=dev)
+            logits = self.model(tokens, positions, PromptAttention(cache, start, end - start))
+            cache.tokens = ids[:end]
+            start = end
+        return logits, reused
+
+    @torch.inference_mode()
+    def run(self, req: GenerationRequest) -> GenerationResult:
+        """Generate ``req.n`` candidates for ``req.prompt_ids``."""
+        cache, dev = self.cache, self.model.device
+        ids = list(req.prompt_ids)
+        if not ids:
+            raise ValueError("empty prompt")
+        if len(ids) >= cache.max_prompt:
+            raise ValueError(f"prompt of {len(ids)} tokens exceeds the KV cache ({cache.max_prompt})")
+        n = max(1, min(req.n, cache.max_candidates))
+        max_new = max(1, min(req.max_new_tokens, cache.max_new))
+        stop_ids = self.eos_ids | frozenset(req.stop_token_ids)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(req.seed if req.seed is not None else random.randrange(2**31))
+
+        t0 = time.perf_counter()
+        logits, reused = self.prefill(ids, req.reuse_prefix, req.cancel)
+        t1 = time.perf_counter()
+        result = GenerationResult(candidates=[], prompt_tokens=len(ids), reused_tokens=reused,
+                                  prefill_ms=(t1 - t0) * 1000)
+        if logits is None:
+            result.cancelled = True
+            return result
+
+        prompt_len = len(ids)
+        generated: list[list[int]] = [[] for _ in range(n)]
+        scores = [0.0] * n
+        finish: list[str | None] = [None] * n
+        texts: list[str | None] = [None] * n
+        fed0 = 0  # generated tokens of candidate 0 whose KV sits in gen cache slot 0
+        tokens, logprobs = sample(logits.expand(n, -1), req.temperature, req.top_p, gen)
+        steps = 0
+        for step in range(max_new):
+            tok_list, lp_list = tokens.tolist(), logprobs.tolist()
+            for i in range(n):
+                if finish[i] is not None:
+                    continue
+                t = tok_list[i]
+                if t in stop_ids:
+                    finish[i] = "eos"
+                    continue
+                generated[i].append(t)
+                scores[i] += lp_list[i]
+                if req.stop is not None:
+                    text = self.tokenizer.decode_continuation(ids, generated[i])
+                    keep = req.stop(text)
+                    if keep is not None:
+                        finish[i], texts[i] = "stop", text[:keep]
+            if all(f is not None for f in finish):
+                break
+            if step == max_new - 1:
+                break
+            if req.cancel is not None and req.cancel.is_set():
+                result.cancelled = True
+                finish = [f or "cancelled" for f in finish]
+                break
+            if req.deadline is not None and time.monotonic() > req.deadline:
+                finish = [f or "deadline" for f in finish]
+                break
+            if finish[0] is None:
+                fed0 = len(generated[0])
+            positions = torch.tensor([prompt_len + step], device=dev)
+            logits = self.model(tokens[:, None], positions, CandidateAttention(cache, prompt_len, n, step))
+            tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
+            steps += 1
+        t2 = time.perf_counter()
+
+        # The greedy candidate's KV follows the prompt, for the next keystroke.
+        cache.keep_candidate(0, prompt_len, fed0)
+        cache.tokens = ids + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
+
+        for i in range(n):
+            text = texts[i] if texts[i] is not None else self.tokenizer.decode_continuation(ids, generated[i])
+            result.candidates.append(Candidate(text=text, token_ids=generated[i], logprob=scores[i],
+                                               finish_reason=finish[i] or "length"))
+        result.decode_ms = (t2 - t1) * 1000
+        result.decode_steps = steps
+        result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n}
+        log.debug("prefill %d (+%d reused) in %.1f ms, %d decode steps in %.1f ms",
+                  prompt_len - reused, reused, result.prefill_ms, steps, result.decode_ms)
+        return result

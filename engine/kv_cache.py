@@ -1,0 +1,183 @@
+"""Static, preallocated KV cache: the prompt once, plus each candidate's own tokens.
+
+Layout (per layer, in one tensor each):
+  prompt_k, prompt_v: [L, Hkv, T_max, D]     the shared prompt, batch 1
+  gen_k, gen_v:       [L, n_max, Hkv, G_max, D]  each candidate's generated tokens
+
+Prefill writes new prompt tokens after the longest common prefix with the
+previous request (typing only appends, so only the new tokens are computed).
+Decoding attends to the shared prompt KV once for all n candidates
+(bifurcated attention: one GEMM per KV head over all n x group queries) and to
+each candidate's own KV separately, then merges the two softmax parts exactly
+by normalizing over the concatenated scores. The prompt KV is never copied
+per candidate, so memory is prompt once + n x generated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tealtab.engine.config import ModelConfig
+
+
+class KVCache:
+    """Preallocated buffers and the token ids whose KV the prompt part holds."""
+
+    def __init__(self, cfg: ModelConfig, max_prompt: int, max_candidates: int, max_new: int,
+                 dtype: torch.dtype, device: torch.device | str) -> None:
+        self.cfg = cfg
+        self.max_prompt = max_prompt
+        self.max_candidates = max_candidates
+        self.max_new = max_new
+        L, H, D = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+        self.prompt_k = torch.zeros(L, H, max_prompt, D, dtype=dtype, device=device)
+        self.prompt_v = torch.zeros_like(self.prompt_k)
+        self.gen_k = torch.zeros(L, max_candidates, H, max_new, D, dtype=dtype, device=device)
+        self.gen_v = torch.zeros_like(self.gen_k)
+        # Token ids whose keys/values are valid in prompt_k/v[:, :, :len(tokens)].
+        self.tokens: list[int] = []
+
+    def nbytes(self, prompt_len: int, n: int, generated: int) -> int:
+        """Bytes of KV that a request with these sizes actually holds."""
+        per_token = 2 * self.cfg.n_layers * self.cfg.n_kv_heads * self.cfg.head_dim * self.prompt_k.element_size()
+        return per_token * (prompt_len + n * generated)
+
+    def common_prefix(self, ids: list[int]) -> int:
+        """Length of the longest common prefix between ``ids`` and the cached tokens."""
+        n = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def keep_candidate(self, candidate: int, prompt_len: int, count: int) -> None:
+        """Move a candidate's first ``count`` generated KV entries after the prompt.
+
+        After a request the greedy candidate is what the editor shows; if the
+        user types it (or accepts it), the next prompt extends with exactly those
+        tokens, and their KV is already here.
+        """
+        count = min(count, self.max_prompt - prompt_len)
+        if count <= 0:
+            return
+        self.prompt_k[:, :, prompt_len:prompt_len + count] = self.gen_k[:, candidate, :, :count]
+        self.prompt_v[:, :, prompt_len:prompt_len + count] = self.gen_v[:, candidate, :, :count]
+
+
+def _window_ok(q_pos: torch.Tensor, kv_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Allowed (q, kv) pairs: causal, and within the sliding window when one is set."""
+    ok = kv_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        ok = ok & (kv_pos[None, :] > q_pos[:, None] - window)
+    return ok
+
+
+class PromptAttention:
+    """Prefill at batch 1: new prompt tokens [start, start+T) over the cached prefix."""
+
+    def __init__(self, cache: KVCache, start: int, length: int) -> None:
+        self.cache = cache
+        self.start = start
+        self.end = start + length
+        dev = cache.prompt_k.device
+        q_pos = torch.arange(start, self.end, device=dev)
+        kv_pos = torch.arange(0, self.end, device=dev)
+        cfg = cache.cfg
+        self.masks = {
+            False: _window_ok(q_pos, kv_pos, None),
+            True: _window_ok(q_pos, kv_pos, cfg.sliding_window),
+        }
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q: [1, H, T, D]; k, v: [1, Hkv, T, D]
+        c = self.cache
+        c.prompt_k[layer, :, self.start:self.end] = k[0]
+        c.prompt_v[layer, :, self.start:self.end] = v[0]
+        keys = c.prompt_k[layer, :, :self.end].unsqueeze(0)
+        values = c.prompt_v[layer, :, :self.end].unsqueeze(0)
+        sliding = c.cfg.sliding_layers[layer] and c.cfg.sliding_window is not None
+        return F.scaled_dot_product_attention(
+            q, keys.to(q.dtype), values.to(q.dtype), attn_mask=self.masks[sliding],
+            scale=c.cfg.attn_scale, enable_gqa=c.cfg.n_kv_heads != c.cfg.n_heads,
+        )
+
+
+def bifurcated_attention(
+    q: torch.Tensor,
+    prompt_k: torch.Tensor,
+    prompt_v: torch.Tensor,
+    gen_k: torch.Tensor,
+    gen_v: torch.Tensor,
+    scale: float,
+    prompt_mask: torch.Tensor | None = None,
+    gen_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Decode attention of n candidates over a shared prompt and their own tokens.
+
+    q:        [n, H, 1, D]   one new query per candidate
+    prompt_k: [Hkv, P, D]    shared by all candidates (read once)
+    gen_k:    [n, Hkv, G, D] each candidate's own generated keys
+    masks:    [P] and [G] booleans (True = attend), optional
+    Scores over the prompt and over the candidate's own tokens are concatenated
+    before one softmax, which is exactly attention over [prompt ; own tokens].
+    Returns [n, H, 1, D].
+    """
+    n, h, _, d = q.shape
+    hkv = prompt_k.shape[0]
+    g = h // hkv
+    # [n, H, 1, D] -> [Hkv, n*g, D]: all candidates' queries of a KV head in one GEMM.
+    qg = q.view(n, hkv, g, d).permute(1, 0, 2, 3).reshape(hkv, n * g, d)
+    s_prompt = torch.matmul(qg, prompt_k.transpose(1, 2)) * scale  # [Hkv, n*g, P]
+    s_prompt = s_prompt.view(hkv, n, g, -1).permute(1, 0, 2, 3)  # [n, Hkv, g, P]
+    s_gen = torch.matmul(q.view(n, hkv, g, d), gen_k.transpose(2, 3)) * scale  # [n, Hkv, g, G]
+    if prompt_mask is not None:
+        s_prompt = s_prompt.masked_fill(~prompt_mask, float("-inf"))
+    if gen_mask is not None:
+        s_gen = s_gen.masked_fill(~gen_mask, float("-inf"))
+    p_len = s_prompt.shape[-1]
+    probs = torch.softmax(torch.cat([s_prompt, s_gen], dim=-1).float(), dim=-1).to(q.dtype)
+    p_prompt, p_gen = probs[..., :p_len], probs[..., p_len:]
+    # Prompt part: again one GEMM per KV head over all candidates.
+    o_prompt = torch.matmul(p_prompt.permute(1, 0, 2, 3).reshape(hkv, n * g, p_len), prompt_v)
+    o_prompt = o_prompt.view(hkv, n, g, d).permute(1, 0, 2, 3)
+    o_gen = torch.matmul(p_gen, gen_v)  # [n, Hkv, g, D]
+    return (o_prompt + o_gen).reshape(n, h, 1, d)
+
+
+class CandidateAttention:
+    """One decode step of n candidates at generated index ``step`` (position prompt_len + step)."""
+
+    def __init__(self, cache: KVCache, prompt_len: int, n: int, step: int) -> None:
+        self.cache = cache
+        self.prompt_len = prompt_len
+        self.n = n
+        self.step = step
+        cfg = cache.cfg
+        dev = cache.prompt_k.device
+        pos = prompt_len + step
+        self.prompt_mask = None
+        if cfg.sliding_window is not None and pos - cfg.sliding_window >= 0:
+            self.prompt_mask = torch.arange(prompt_len, device=dev) > pos - cfg.sliding_window
+        gen_pos = prompt_len + torch.arange(step + 1, device=dev)
+        self.gen_mask = None
+        if cfg.sliding_window is not None and pos - cfg.sliding_window >= prompt_len:
+            self.gen_mask = gen_pos > pos - cfg.sliding_window
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q: [n, H, 1, D]; k, v: [n, Hkv, 1, D]
+        c, s, n = self.cache, self.step, self.n
+        c.gen_k[layer, :n, :, s] = k[:, :, 0]
+        c.gen_v[layer, :n, :, s] = v[:, :, 0]
+        sliding = c.cfg.sliding_layers[layer]
+        return bifurcated_attention(
+            q,
+            c.prompt_k[layer, :, :self.prompt_len],
+            c.prompt_v[layer, :, :self.prompt_len],
+            c.gen_k[layer, :n, :, :s + 1],
+            c.gen_v[layer, :n, :, :s + 1],
+            c.cfg.attn_scale,
+            self.prompt_mask if sliding else None,
+            self.gen_mask if sliding else None,
+        )

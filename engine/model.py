@@ -1,0 +1,210 @@
+"""The engine's own decoder-only transformer (Gemma 3, Qwen2, Llama).
+
+One module tree for all families, driven by :class:`ModelConfig`. Linear layers
+are swappable modules (:class:`Linear` here; quantized and activation-sparse
+ones replace it). Attention itself is not part of the module tree: every block
+calls an ``attend(layer, q, k, v)`` function supplied by the caller, so prefill
+(batch 1 over the shared prompt cache) and candidate decoding (n queries over
+the shared prompt KV plus each candidate's own KV) are separate objects behind
+one interface (kv_cache.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tealtab.engine.config import ModelConfig
+
+# attend(layer_index, q [B, H, T, D], k [B, Hkv, T, D], v [B, Hkv, T, D]) -> [B, H, T, D]
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Linear(nn.Module):
+    """y = x W^T (+ b), with the weight kept in its own dtype.
+
+    The input is cast to the weight's dtype and the result back to the input's.
+    On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of at
+    most ``LOWP_MAX_ROWS`` rows: a GEMV is memory-bound and reads half the bytes
+    in bf16, while CPUs without bf16 matrix units run bf16 GEMMs (prefill,
+    many candidates) several times slower than fp32 ones.
+    """
+
+    LOWP_MAX_ROWS = 2
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 lowp: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+        self.weight_lowp = None
+        if lowp is not None and lowp != weight.dtype:
+            self.weight_lowp = nn.Parameter(weight.to(lowp), requires_grad=False)
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if self.weight_lowp is not None and x.numel() <= self.LOWP_MAX_ROWS * x.shape[-1]:
+            w = self.weight_lowp
+        bias = None if self.bias is None else self.bias.to(w.dtype)
+        return F.linear(x.to(w.dtype), w, bias).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32; Gemma scales by (1 + w), Llama/Qwen by w."""
+
+    def __init__(self, weight: torch.Tensor, eps: float, unit_offset: bool) -> None:
+        super().__init__()
+        w = weight.float()
+        self.weight = nn.Parameter(w + 1.0 if unit_offset else w, requires_grad=False)
+        self.eps = eps
+        # Llama casts the normalized input back before the weight multiply, Gemma after.
+        self.cast_before_weight = not unit_offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.cast_before_weight:
+            return self.weight.to(x.dtype) * y.to(x.dtype)
+        return (y * self.weight).to(x.dtype)
+
+
+def rope_tables(cfg: ModelConfig, length: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin: [length, head_dim] for the half-rotation RoPE used by HF checkpoints."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=device).float() / cfg.head_dim))
+    pos = torch.arange(length, device=device, dtype=torch.float32) / cfg.rope_scaling_factor
+    freqs = torch.outer(pos, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, T, D]; cos/sin: [T, D] (already gathered at the positions)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Block(nn.Module):
+    """One transformer layer: attention then MLP, each with a residual."""
+
+    def __init__(self, cfg: ModelConfig, index: int, w: dict[str, torch.Tensor], dtype: torch.dtype,
+                 lowp: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.index = index
+        self.sliding = cfg.sliding_layers[index]
+        p = f"model.layers.{index}."
+        norm = lambda name: RMSNorm(w[p + name], cfg.norm_eps, cfg.norm_unit_offset)  # noqa: E731
+        # q, k and v in one matmul; gate and up in another (fewer, larger GEMVs).
+        qkv = torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).to(dtype)
+        qkv_bias = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]) if cfg.qkv_bias else None
+        self.wqkv = Linear(qkv, qkv_bias, lowp)
+        self.wo = Linear(w[p + "self_attn.o_proj.weight"].to(dtype), lowp=lowp)
+        self.w13 = Linear(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]).to(dtype), lowp=lowp)
+        self.w2 = Linear(w[p + "mlp.down_proj.weight"].to(dtype), lowp=lowp)
+        self.attn_norm = norm("input_layernorm.weight")
+        if cfg.sandwich_norms:
+            self.post_attn_norm = norm("post_attention_layernorm.weight")
+            self.mlp_norm = norm("pre_feedforward_layernorm.weight")
+            self.post_mlp_norm = norm("post_feedforward_layernorm.weight")
+        else:
+            self.post_attn_norm = None
+            self.mlp_norm = norm("post_attention_layernorm.weight")
+            self.post_mlp_norm = None
+        if cfg.qk_norm:
+            self.q_norm = norm("self_attn.q_norm.weight")
+            self.k_norm = norm("self_attn.k_norm.weight")
+        self.act = (lambda t: F.gelu(t, approximate="tanh")) if cfg.activation == "gelu_tanh" else F.silu
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attend: Attend) -> torch.Tensor:
+        cfg = self.cfg
+        b, t, _ = x.shape
+        qkv = self.wqkv(self.attn_norm(x))
+        q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+        # [B, T, H*D] -> [B, H, T, D]
+        q = q.view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(b, t, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(b, t, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = rope
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        o = attend(self.index, q, k, v)  # [B, H, T, D]
+        o = self.wo(o.transpose(1, 2).reshape(b, t, q_size))
+        if self.post_attn_norm is not None:
+            o = self.post_attn_norm(o)
+        x = x + o
+        gate, up = self.w13(self.mlp_norm(x)).chunk(2, dim=-1)
+        m = self.w2(self.act(gate) * up)
+        if self.post_mlp_norm is not None:
+            m = self.post_mlp_norm(m)
+        return x + m
+
+
+class Transformer(nn.Module):
+    """Embedding, blocks, final norm and LM head, built from HF-named weights."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: dict[str, torch.Tensor],
+        weight_dtype: torch.dtype = torch.float32,
+        act_dtype: torch.dtype = torch.float32,
+        max_len: int = 4096,
+        device: torch.device | str = "cpu",
+        lowp_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.act_dtype = act_dtype
+        self.max_len = max_len
+        embed = weights["model.embed_tokens.weight"].to(weight_dtype)
+        self.embed = nn.Parameter(embed, requires_grad=False)
+        self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype, lowp_dtype) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(weights["model.norm.weight"], cfg.norm_eps, cfg.norm_unit_offset)
+        head = weights.get("lm_head.weight")
+        if cfg.tie_embeddings or head is None:
+            self.head = Linear(self.embed.data, lowp=lowp_dtype)  # shares the embedding's storage
+        else:
+            self.head = Linear(head.to(weight_dtype), lowp=lowp_dtype)
+        self.to(device)
+        dev = self.embed.device
+        cos, sin = rope_tables(cfg, max_len, cfg.rope_theta, dev)
+        self.register_buffer("cos", cos.to(act_dtype), persistent=False)
+        self.register_buffer("sin", sin.to(act_dtype), persistent=False)
+        if cfg.rope_local_theta is not None:
+            cos_l, sin_l = rope_tables(cfg, max_len, cfg.rope_local_theta, dev)
+            self.register_buffer("cos_local", cos_l.to(act_dtype), persistent=False)
+            self.register_buffer("sin_local", sin_l.to(act_dtype), persistent=False)
+        else:
+            self.cos_local, self.sin_local = self.cos, self.sin
+        self.embed_scale = torch.tensor(cfg.embed_scale, dtype=weight_dtype).item()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend, last_only: bool = True) -> torch.Tensor:
+        """tokens: [B, T] at positions [T] -> logits fp32 [B, V] (last position) or [B, T, V]."""
+        x = F.embedding(tokens, self.embed).to(self.act_dtype)
+        if self.cfg.embed_scale != 1.0:
+            x = x * self.embed_scale
+        rope_global = (self.cos[positions], self.sin[positions])
+        rope_local = (self.cos_local[positions], self.sin_local[positions])
+        for block in self.blocks:
+            x = block(x, rope_local if block.sliding else rope_global, attend)
+        if last_only:
+            x = x[:, -1]
+        logits = self.head(self.norm(x)).float()
+        if self.cfg.final_logit_softcap is not None:
+            cap = self.cfg.final_logit_softcap
+            logits = torch.tanh(logits / cap) * cap
+        return logits

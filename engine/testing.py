@@ -1,0 +1,79 @@
+"""Tiny random-weight models of real architectures, for tests and shape benchmarks.
+
+The weights come from transformers' own model classes (random init from a
+config) and are saved in the HF format the engine loads, next to a small
+byte-level BPE tokenizer trained on Python source. Where weights do not
+matter (protocol tests, exactness against transformers), this is the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+FIM_TOKENS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|file_sep|>"]
+
+
+def _corpus() -> list[str]:
+    import argparse
+    import json as json_mod
+    import textwrap
+
+    return [inspect.getsource(m) for m in (argparse, json_mod.decoder, textwrap)]
+
+
+def train_tokenizer(vocab_size: int = 512, extra_special: list[str] | None = None):
+    """A byte-level BPE `tokenizers.Tokenizer` trained on stdlib Python source."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<bos>", "<eos>", *FIM_TOKENS, *(extra_special or [])]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return tok
+
+
+def _hf_config(family: str, vocab: int, bos: int, eos: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                  bos_token_id=bos, eos_token_id=eos, pad_token_id=0)
+    if family == "gemma3":
+        return tf.Gemma3TextConfig(head_dim=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                                   query_pre_attn_scalar=16, rope_local_base_freq=10000.0, rope_theta=1e6,
+                                   **common), tf.Gemma3ForCausalLM
+    if family == "qwen2":
+        return tf.Qwen2Config(rope_theta=1e6, tie_word_embeddings=True, **common), tf.Qwen2ForCausalLM
+    if family == "llama":
+        return tf.LlamaConfig(rope_theta=10000.0, tie_word_embeddings=False, **common), tf.LlamaForCausalLM
+    raise ValueError(f"unknown family {family!r}")
+
+
+def make_tiny_model(directory: str | Path, family: str = "gemma3", seed: int = 0, **config_overrides) -> Path:
+    """Write a random-weight tiny ``family`` model (config, safetensors, tokenizer) into ``directory``."""
+    import torch
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer()
+    tok.save(str(out / "tokenizer.json"))
+    bos, eos = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
+    config, cls = _hf_config(family, tok.get_vocab_size(), bos, eos)
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    with torch.no_grad():  # random norms too, so exactness tests see them
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.1) if family == "gemma3" else p.uniform_(0.8, 1.2)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "add_bos_token": family != "qwen2", "bos_token": "<bos>" if family != "qwen2" else None, "eos_token": "<eos>",
+    }))
+    return out

@@ -1,0 +1,42 @@
+"""Fixtures for completion/ tests: a character-level fake backend and a real
+byte-level BPE trained on a little Python source."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from completion_fakes import FIM_TOKENS, BpeBackend, FakeBackend
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend()
+
+
+def _training_text() -> str:
+    # A few KB of real Python: the stdlib's textwrap module.
+    with open(textwrap.__file__, encoding="utf-8") as f:
+        return f.read()[:12000]
+
+
+@pytest.fixture(scope="session")
+def bpe() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=FIM_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_training_text()], trainer)
+    return tok
+
+
+@pytest.fixture
+def bpe_backend(bpe: Tokenizer) -> BpeBackend:
+    return BpeBackend(tokenizer=bpe, eos_ids=frozenset({bpe.token_to_id("<|endoftext|>")}))

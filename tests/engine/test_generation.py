@@ -1,0 +1,101 @@
+"""Generation loop behaviour: stops, deadline, cancellation, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tealtab.completion.backend import GenerationRequest
+from tealtab.engine.loading import ModelLoadError, load_backend, resolve_device
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return load_backend(str(tiny_model_dir), device="cpu")
+
+
+def _prompt(backend):
+    return [backend.bos_id] + backend.tokenize("import os\n\ndef main():\n    ")
+
+
+def test_stop_check_truncates_and_finishes(backend):
+    seen = []
+
+    def stop(text: str):
+        seen.append(text)
+        return 2 if len(text) >= 5 else None
+
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=2, max_new_tokens=64, stop=stop))
+    for cand in res.candidates:
+        if cand.finish_reason == "stop":
+            assert len(cand.text) == 2
+    assert seen and all(isinstance(t, str) for t in seen)
+
+
+def test_max_new_tokens_bounds_length(backend):
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=3, max_new_tokens=5))
+    assert all(len(c.token_ids) <= 5 for c in res.candidates)
+
+
+def test_stop_token_ids_end_a_candidate(backend):
+    first = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=1, max_new_tokens=4, temperature=0))
+    tok = first.candidates[0].token_ids[0]
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=1, max_new_tokens=4, temperature=0,
+                                             stop_token_ids=(tok,)))
+    assert res.candidates[0].token_ids == []
+    assert res.candidates[0].finish_reason == "eos"
+
+
+def test_expired_deadline_returns_early(backend):
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=1, max_new_tokens=64,
+                                             deadline=time.monotonic() - 1))
+    assert res.candidates[0].finish_reason == "deadline"
+    assert len(res.candidates[0].token_ids) == 1
+
+
+def test_cancel_before_start_returns_cancelled(backend):
+    cancel = threading.Event()
+    cancel.set()
+    backend.reset_cache()
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), cancel=cancel))
+    assert res.cancelled and res.candidates == []
+
+
+def test_empty_prompt_is_an_error(backend):
+    with pytest.raises(ValueError):
+        backend.generate(GenerationRequest(prompt_ids=[]))
+
+
+def test_prompt_longer_than_cache_is_an_error(backend):
+    with pytest.raises(ValueError, match="exceeds"):
+        backend.generate(GenerationRequest(prompt_ids=[5] * (backend.cache.max_prompt + 1)))
+
+
+def test_tokenizer_does_not_inject_special_tokens(backend):
+    ids = backend.tokenize("x = '<|fim_middle|>'")
+    assert backend.special_token_id("<|fim_middle|>") not in ids
+    assert backend.detokenize(ids) == "x = '<|fim_middle|>'"
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/model", "builtin:nope", "not a model", "/tmp/missing.gguf"])
+def test_unloadable_models_raise_clear_errors(model):
+    with pytest.raises(ModelLoadError):
+        load_backend(model, device="cpu")
+
+
+def test_folder_without_weights_is_a_load_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ModelLoadError):
+        load_backend(str(tmp_path), device="cpu")
+
+
+def test_cuda_request_without_gpu_is_a_load_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
