@@ -109,6 +109,7 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     cleaned = postprocess(
         generation.candidates,
         line_after=decision.line_after,
+        line_before=decision.line_before,
         suffix=suffix,
         stop_factory=functools.partial(stop_check, decision, MAX_LINES),
         n=request.n,

@@ -125,10 +125,24 @@ def is_repetitive(text: str, repeats: int = 3, max_period: int = 3) -> bool:
     return False
 
 
-def clean(text: str, *, line_after: str, suffix: str, stop: StopCheck | None) -> str:
+def drop_leading_blank_lines(text: str, line_before: str) -> str:
+    """On an indented blank cursor line, a completion that starts with a newline
+    would leave that line blank and indent its code twice: drop the leading
+    newlines and the indentation the cursor line already has."""
+    if line_before.strip() or not text.startswith("\n"):
+        return text
+    text = text.lstrip("\n")
+    if text.startswith(line_before):
+        return text[len(line_before):]
+    return text.lstrip(" \t")
+
+
+def clean(text: str, *, line_after: str, suffix: str, stop: StopCheck | None, line_before: str | None = None) -> str:
     """One candidate's text cut by ``stop``, trimmed of overlap with the text
     after the cursor and of trailing whitespace. Empty when nothing is left."""
     text = apply_stop(text.replace("\r\n", "\n"), stop)
+    if line_before is not None:
+        text = drop_leading_blank_lines(text, line_before)
     text = trim_suffix_lines(text, suffix)
     text = trim_line_overlap(text, line_after)
     if not line_after.strip():
@@ -149,6 +163,7 @@ def postprocess(
     suffix: str,
     stop_factory: Callable[[], StopCheck | None] | None = None,
     n: int | None = None,
+    line_before: str | None = None,
 ) -> list[Cleaned]:
     """Clean, filter, deduplicate and rank ``candidates`` (greedy first).
 
@@ -158,7 +173,7 @@ def postprocess(
     kept: dict[str, Cleaned] = {}
     for index, cand in enumerate(candidates):
         stop = stop_factory() if stop_factory is not None else None
-        text = clean(cand.text, line_after=line_after, suffix=suffix, stop=stop)
+        text = clean(cand.text, line_after=line_after, suffix=suffix, stop=stop, line_before=line_before)
         if not text or is_repetitive(text):
             continue
         item = Cleaned(text, cand.mean_logprob, index)

@@ -24,28 +24,46 @@ log = logging.getLogger("tealtab.engine")
 PREFILL_CHUNK = 512
 
 
+TOP_P_CANDIDATES = 1024
+
+
+def _sample_rows(probs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``probs`` [m, V] from the top-p nucleus.
+
+    The nucleus is found among the TOP_P_CANDIDATES most likely tokens (a full
+    sort only when their mass is below top_p), and the draw happens over that
+    short list: sampling over the whole 256k vocabulary costs more than the
+    model's decode step on a CPU.
+    """
+    k = min(TOP_P_CANDIDATES, probs.shape[-1])
+    top, order = probs.topk(k, dim=-1)  # sorted, descending
+    if top_p >= 1.0 or bool((top.sum(-1) < top_p).any()):
+        top, order = probs.sort(dim=-1, descending=True)
+    if top_p < 1.0:
+        # Keep a token while the mass before it is below top_p (the top token always).
+        top = top.masked_fill(top.cumsum(-1) - top > top_p, 0.0)
+    pick = torch.multinomial(top, 1, generator=generator)
+    return order.gather(-1, pick).squeeze(-1)
+
+
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [n, V] fp32 -> (tokens [n], logprobs [n]); row 0 is always greedy."""
-    logprobs = torch.log_softmax(logits, dim=-1)
     tokens = logits.argmax(dim=-1)
     if logits.shape[0] > 1 and temperature > 0:
-        rest = logits[1:] / temperature
-        probs = torch.softmax(rest, dim=-1)
-        if top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (always the top token).
-            drop = sorted_p.cumsum(-1) - sorted_p > top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        tokens[1:] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+        probs = torch.softmax(logits[1:] / temperature, dim=-1)
+        tokens[1:] = _sample_rows(probs, top_p, generator)
+    chosen = logits.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, chosen - torch.logsumexp(logits, dim=-1)
 
 
 class Generator:
     """Runs :class:`GenerationRequest`s against one model and its KV cache."""
 
-    def __init__(self, model: Transformer, cache: KVCache, tokenizer: Tokenizer, eos_ids: frozenset[int]) -> None:
+    def __init__(self, model: Transformer, cache: KVCache, tokenizer: Tokenizer, eos_ids: frozenset[int],
+                 reuse_prefix: bool = True) -> None:
         self.model = model
+        # Off only to measure what the prefix reuse saves (TEALTAB_PREFIX_REUSE=0).
+        self.reuse_prefix = reuse_prefix
         self.cache = cache
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -89,7 +107,7 @@ class Generator:
         gen.manual_seed(req.seed if req.seed is not None else random.randrange(2**31))
 
         t0 = time.perf_counter()
-        logits, reused = self.prefill(ids, req.reuse_prefix, req.cancel)
+        logits, reused = self.prefill(ids, req.reuse_prefix and self.reuse_prefix, req.cancel)
         t1 = time.perf_counter()
         result = GenerationResult(candidates=[], prompt_tokens=len(ids), reused_tokens=reused,
                                   prefill_ms=(t1 - t0) * 1000)

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from tealtab.engine.config import from_hf_config
+from tealtab.engine.gguf_tokenizer import is_sentencepiece, write_sentencepiece_tokenizer
 
 log = logging.getLogger("tealtab.engine")
 
@@ -82,9 +83,15 @@ def builtin_converted_dir(name: str = DEFAULT_CPU_MODEL) -> Path:
     return cache_dir() / "models" / name.replace(":", "-")
 
 
+# Bumped whenever the conversion changes, so older caches are converted again.
+CONVERSION_VERSION = "2"
+_MARKER = ".tealtab-complete"
+
+
 def is_converted(directory: Path) -> bool:
-    """True when a conversion finished in ``directory`` (it writes a marker last)."""
-    return (directory / ".tealtab-complete").exists()
+    """True when a conversion of the current version finished in ``directory`` (its marker is written last)."""
+    marker = directory / _MARKER
+    return marker.exists() and marker.read_text().split("\n", 1)[0].strip() == CONVERSION_VERSION
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
@@ -97,13 +104,15 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
         _report(progress, f"Converting tokenizer of {gguf_path.name} (once)", 10)
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        tok.save_pretrained(tmp)
+        if is_sentencepiece(gguf_path):
+            write_sentencepiece_tokenizer(gguf_path, tmp)
+        else:
+            AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(tmp)
         _report(progress, f"Dequantizing weights of {gguf_path.name} (once)", 50)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype=torch.float32)
         _report(progress, "Saving the converted model", 85)
         model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / ".tealtab-complete").write_text(str(gguf_path) + "\n")
+        (tmp / _MARKER).write_text(f"{CONVERSION_VERSION}\n{gguf_path}\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -227,10 +236,22 @@ def read_config(directory: Path):
     return cfg
 
 
-def load_backend(model: str, device: str = "auto", progress: Progress | None = None, dtype: str = "auto", **options):
-    """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`."""
+def load_backend(model: str, device: str = "auto", progress: Progress | None = None, dtype: str = "auto",
+                 quantization: str = "none", sparsity: float = 0.0, **options):
+    """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`.
+
+    ``options`` go to :meth:`LocalBackend.from_dir` (cache sizes). Weight
+    quantization and TEAL sparsity are not part of this release: asking for
+    them is a load error that says so, rather than a silent dense model.
+    """
     from tealtab.engine.local import LocalBackend
 
+    if quantization not in ("none", "", None):
+        raise ModelLoadError(f"quantization {quantization!r} is not available in this version of tealtab; "
+                             "set quantization to none")
+    if sparsity:
+        raise ModelLoadError(f"activation sparsity ({sparsity}) is not available in this version of tealtab; "
+                             "set sparsity to 0")
     dev = resolve_device(device)
     directory = resolve_model_dir(model, progress)
     _report(progress, f"Loading {model} on {dev}", 90)

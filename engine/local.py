@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -65,7 +66,8 @@ class LocalBackend:
         self.bos_id = tokenizer.bos_id
         self.eos_ids = frozenset(cfg.eos_token_ids)
         self.max_context = cache.max_prompt + cache.max_new
-        self._generator = Generator(model, cache, tokenizer, self.eos_ids)
+        reuse = os.environ.get("TEALTAB_PREFIX_REUSE", "1").strip().lower() not in ("0", "false", "off", "no")
+        self._generator = Generator(model, cache, tokenizer, self.eos_ids, reuse_prefix=reuse)
         # One model, one cache: requests are serialized.
         self._lock = threading.Lock()
 

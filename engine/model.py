@@ -27,13 +27,14 @@ class Linear(nn.Module):
     """y = x W^T (+ b), with the weight kept in its own dtype.
 
     The input is cast to the weight's dtype and the result back to the input's.
-    On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of at
-    most ``LOWP_MAX_ROWS`` rows: a GEMV is memory-bound and reads half the bytes
+    On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of
+    ``LOWP_MAX_ROWS`` row: a GEMV is memory-bound and reads half the bytes
     in bf16, while CPUs without bf16 matrix units run bf16 GEMMs (prefill,
     many candidates) several times slower than fp32 ones.
     """
 
-    LOWP_MAX_ROWS = 2
+    LOWP_MAX_ROWS = 1
+    SMALL_BATCH_ROWS = 16
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
                  lowp: torch.dtype | None = None) -> None:
@@ -50,10 +51,19 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if self.weight_lowp is not None and x.numel() <= self.LOWP_MAX_ROWS * x.shape[-1]:
+        rows = x.numel() // x.shape[-1]
+        if self.weight_lowp is not None and rows <= self.LOWP_MAX_ROWS:
             w = self.weight_lowp
         bias = None if self.bias is None else self.bias.to(w.dtype)
-        return F.linear(x.to(w.dtype), w, bias).to(x.dtype)
+        xw = x.to(w.dtype)
+        if w.device.type == "cpu" and 1 < rows <= self.SMALL_BATCH_ROWS:
+            # A few rows (n candidates): W @ x^T streams the weight once, while
+            # the x @ W^T GEMM kernels run several times slower at this shape.
+            y = torch.mm(w, xw.reshape(rows, -1).t()).t().reshape(*x.shape[:-1], -1)
+            if bias is not None:
+                y = y + bias
+            return y.to(x.dtype)
+        return F.linear(xw, w, bias).to(x.dtype)
 
 
 class RMSNorm(nn.Module):

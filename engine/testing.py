@@ -77,3 +77,40 @@ def make_tiny_model(directory: str | Path, family: str = "gemma3", seed: int = 0
         "add_bos_token": family != "qwen2", "bos_token": "<bos>" if family != "qwen2" else None, "eos_token": "<eos>",
     }))
     return out
+
+
+def random_weights(cfg, seed: int = 0, dtype=None) -> dict:
+    """HF-named random tensors for a :class:`ModelConfig` (real shapes, no transformers)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int, std: float = 0.02):
+        return (torch.randn(*shape, generator=g) * std).to(dtype)
+
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    w = {"model.embed_tokens.weight": rnd(cfg.vocab_size, cfg.dim), "model.norm.weight": rnd(cfg.dim, std=0.1)}
+    if not cfg.tie_embeddings:
+        w["lm_head.weight"] = rnd(cfg.vocab_size, cfg.dim)
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        w[p + "self_attn.q_proj.weight"] = rnd(q, cfg.dim)
+        w[p + "self_attn.k_proj.weight"] = rnd(kv, cfg.dim)
+        w[p + "self_attn.v_proj.weight"] = rnd(kv, cfg.dim)
+        w[p + "self_attn.o_proj.weight"] = rnd(cfg.dim, q)
+        if cfg.qkv_bias:
+            for name, size in (("q", q), ("k", kv), ("v", kv)):
+                w[p + f"self_attn.{name}_proj.bias"] = rnd(size)
+        w[p + "mlp.gate_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
+        w[p + "mlp.up_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
+        w[p + "mlp.down_proj.weight"] = rnd(cfg.dim, cfg.intermediate_size)
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if cfg.sandwich_norms:
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        for name in norms:
+            w[p + name + ".weight"] = rnd(cfg.dim, std=0.1)
+        if cfg.qk_norm:
+            w[p + "self_attn.q_norm.weight"] = rnd(cfg.head_dim, std=0.1)
+            w[p + "self_attn.k_norm.weight"] = rnd(cfg.head_dim, std=0.1)
+    return w

@@ -24,6 +24,13 @@ class Tokenizer:
         self.bos_id = bos_id if add_bos else None
         self._special = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        # SentencePiece-style tokenizers (Llama, CodeLlama) prepend a space to every
+        # text they encode; prompt parts are concatenated by id, so that space must
+        # not appear. Such text is encoded after a newline sentinel, which is dropped.
+        probe = self._tok.encode("x", add_special_tokens=False)
+        self._sentinel: list[int] | None = None
+        if self._tok.decode(probe.ids) != "x" or (probe.tokens and probe.tokens[0] != "x"):
+            self._sentinel = self._tok.encode("\n", add_special_tokens=False).ids
 
     @classmethod
     def from_dir(cls, directory: Path, family: str, bos_id: int | None) -> "Tokenizer":
@@ -42,7 +49,11 @@ class Tokenizer:
         """Token ids of ``text`` with no BOS/EOS added."""
         if not text:
             return []
-        return self._tok.encode(text, add_special_tokens=False).ids
+        if self._sentinel is None:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        ids = self._tok.encode("\n" + text, add_special_tokens=False).ids
+        n = len(self._sentinel)
+        return ids[n:] if ids[:n] == self._sentinel else ids
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` with special tokens skipped."""

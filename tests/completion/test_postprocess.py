@@ -93,3 +93,13 @@ def test_postprocess_uses_fresh_stop_per_candidate():
 
 def test_apply_stop_none():
     assert apply_stop("abc\ndef", None) == "abc\ndef"
+
+
+def test_leading_newline_on_indented_blank_line_is_dropped():
+    from tealtab.completion.postprocess import drop_leading_blank_lines
+
+    assert drop_leading_blank_lines("\n        for x in y:\n            pass", "        ") == "for x in y:\n            pass"
+    assert drop_leading_blank_lines("\n\n    return 1", "    ") == "return 1"
+    # Text before the cursor on its line: a newline there is meaningful.
+    assert drop_leading_blank_lines("\n    return 1", "x = 1") == "\n    return 1"
+    assert drop_leading_blank_lines("return 1", "    ") == "return 1"

@@ -99,3 +99,9 @@ def test_cuda_request_without_gpu_is_a_load_error():
     with pytest.raises(ModelLoadError, match="CUDA"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize("options", [{"quantization": "nf4"}, {"sparsity": 0.5}])
+def test_unavailable_quantization_and_sparsity_are_clear_load_errors(tiny_model_dir, options):
+    with pytest.raises(ModelLoadError, match="not available"):
+        load_backend(str(tiny_model_dir), device="cpu", **options)

@@ -106,3 +106,14 @@ def test_builtin_model_logits_equal_transformers_on_real_code(builtin_backend):
         got = ours.model(x, torch.arange(len(ids)), PromptAttention(ours.cache, 0, len(ids)), last_only=False)[0, -8:]
     torch.testing.assert_close(got, ref, atol=2e-3, rtol=1e-3)
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.builtin
+def test_builtin_tokenizer_is_sentencepiece_bpe(builtin_backend):
+    # Whole words stay whole (a Unigram reading of the GGUF scores splits them).
+    tok = builtin_backend.tokenizer
+    ids = tok.encode("def area(radius):\n    return radius")
+    pieces = [tok.token_bytes(i) for i in ids]
+    assert "radius" in pieces and "\u2581radius" in pieces
+    text = "\tx = '<eos>'  # ünïcödé 🎉\r\n"
+    assert tok.decode(tok.encode(text)) == text

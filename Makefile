@@ -1,0 +1,30 @@
+# tealtab: set-up, demo and tests. Everything installs into .venv/.
+#   make demo   install, then complete a sample file through the real server
+#   make test   install, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build of PyTorch. On a CUDA machine: make TORCH_SPEC=torch demo
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench-latency clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[builtin,dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/tealtab demo
+
+test: setup
+	$(BIN)/python -m pytest -ra
+
+bench-latency: setup
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,110 @@
+"""Decode step time of the engine's model at real shapes (random weights).
+
+For each preset, context length and candidate count: milliseconds per decode
+step (n candidates over a shared prompt KV of the given length), tokens/s,
+and the ratio to the memory-bandwidth limit (weight bytes + KV bytes read per
+step, divided by the device-to-device copy bandwidth measured in the same run).
+
+Usage: python benchmarks/decode_step.py --device cuda --presets qwen2.5-coder-1.5b --contexts 512 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tealtab.engine.config import preset
+from tealtab.engine.kv_cache import CandidateAttention, KVCache
+from tealtab.engine.local import pick_dtypes
+from tealtab.engine.model import Transformer
+from tealtab.engine.testing import random_weights
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a large device-to-device copy (read + write counted)."""
+    x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    sync(device)
+    return 2 * x.numel() * 10 / (time.perf_counter() - t)
+
+
+@torch.inference_mode()
+def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: int, bandwidth: float) -> list[dict]:
+    cfg = preset(name)
+    weight_dtype, act_dtype, lowp = pick_dtypes("auto", device)
+    model = Transformer(cfg, random_weights(cfg, dtype=weight_dtype), weight_dtype, act_dtype,
+                        max_len=max(contexts) + steps + 8, device=device, lowp_dtype=lowp)
+    weight_bytes = sum(p.numel() * p.element_size() for n_, p in model.named_parameters()
+                       if "lowp" not in n_ and n_ != "head.weight")
+    rows = []
+    for ctx in contexts:
+        cache = KVCache(cfg, ctx + 1, max(ns), steps + 8, act_dtype, device)
+        cache.prompt_k.normal_()
+        cache.prompt_v.normal_()
+        for n in ns:
+            tokens = torch.randint(0, cfg.vocab_size, (n, 1), device=device)
+            for s in range(3):  # warm-up
+                model(tokens, torch.tensor([ctx + s], device=device), CandidateAttention(cache, ctx, n, s))
+            sync(device)
+            t = time.perf_counter()
+            for s in range(steps):
+                model(tokens, torch.tensor([ctx + s], device=device), CandidateAttention(cache, ctx, n, s))
+            sync(device)
+            ms = (time.perf_counter() - t) / steps * 1000
+            kv_bytes = cache.nbytes(ctx, n, steps // 2)
+            limit_ms = (weight_bytes + kv_bytes) / bandwidth * 1000
+            rows.append({"preset": name, "context": ctx, "n": n, "ms_per_step": ms, "tok_per_s": n * 1000 / ms,
+                         "bandwidth_limit_ms": limit_ms, "ratio_to_limit": ms / limit_ms,
+                         "weight_bytes": weight_bytes, "kv_bytes": kv_bytes})
+            print(f"{name:<22}{ctx:>7}{n:>4}{ms:>10.2f}{n * 1000 / ms:>10.1f}{limit_ms:>10.2f}{ms / limit_ms:>8.2f}",
+                  flush=True)
+        del cache
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--presets", nargs="+", default=["qwen2.5-coder-1.5b"])
+    parser.add_argument("--contexts", nargs="+", type=int, default=[512, 2048])
+    parser.add_argument("--candidates", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    bandwidth = copy_bandwidth(args.device)
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+    print(f"device {device_name}, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    print(f"{'preset':<22}{'ctx':>7}{'n':>4}{'ms/step':>10}{'tok/s':>10}{'limit ms':>10}{'ratio':>8}")
+    rows = []
+    for name in args.presets:
+        rows += measure(name, args.device, args.contexts, args.candidates, args.steps, bandwidth)
+    report = {"benchmark": "decode_step", "date": datetime.date.today().isoformat(), "device": device_name,
+              "torch": torch.__version__, "copy_bandwidth_GBps": bandwidth / 1e9, "rows": rows,
+              "note": "eager PyTorch decode step (no CUDA graphs yet); random weights of real shapes"}
+    out = Path(args.out or f"benchmarks/results/decode-step-{args.device.split(':')[0]}-{report['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The ``tealtab`` command: ``lsp`` (the server), ``complete`` (one completion),
+``doctor`` (the setup) and ``demo`` (a sample file through the server).
+
+Exit codes: 0 success, 1 failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit code 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tealtab", description="Local code-completion language server.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    lsp = commands.add_parser("lsp", help="run the language server on stdin/stdout")
+    lsp.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default info)")
+    lsp.add_argument("--log-file", help="append the log to this file instead of stderr")
+
+    complete = commands.add_parser("complete", help="complete at FILE:LINE:COL and print the candidates")
+    complete.add_argument("location", metavar="FILE:LINE:COL", help="1-based line and column (in characters)")
+    complete.add_argument("-n", "--candidates", type=int, default=3, metavar="N", help="candidates (default 3)")
+    complete.add_argument("--model", help="model to load (default: this machine's default model)")
+    complete.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    complete.add_argument("--max-new-tokens", type=int, default=128, metavar="K", help="default 128")
+    complete.add_argument("--temperature", type=float, default=0.2, help="default 0.2")
+    complete.add_argument("--language", help="languageId (default: from the file extension)")
+    complete.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
+
+    commands.add_parser("doctor", help="report the Python, torch, GPU and model setup")
+
+    demo = commands.add_parser("demo", help="complete a sample file through the real server")
+    demo.add_argument("file", nargs="?", help="a file with '# tealtab: complete here' lines (default: bundled sample)")
+    demo.add_argument("--model", help="model to load (default: this machine's default model)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tealtab`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        if args.command == "lsp":
+            return _run_lsp(args)
+        if args.command == "complete":
+            return _run_complete(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.file, model=args.model, device=args.device)
+        from .doctor import run_doctor
+
+        return run_doctor()
+    except UsageError as exc:
+        parser.error(str(exc))  # exits 2
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    return EXIT_FAILURE
+
+
+def _run_lsp(args: argparse.Namespace) -> int:
+    from .log import setup_logging
+    from .server import create_server, exit_now
+
+    setup_logging(args.log_level, args.log_file)
+    server = create_server()
+    server.start_io()
+    # Threads may still block in a stdin read or a generation: leave without joining them.
+    exit_now(server.exit_code)
+    return server.exit_code
+
+
+_LANGUAGES = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascriptreact", ".ts": "typescript", ".tsx": "typescriptreact", ".rs": "rust",
+    ".go": "go", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".java": "java",
+    ".lua": "lua", ".rb": "ruby", ".sh": "shellscript", ".md": "markdown",
+}
+
+
+def parse_location(location: str) -> tuple[Path, int, int]:
+    """``FILE:LINE:COL`` -> (path, line, column), 1-based."""
+    parts = location.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise UsageError(f"expected FILE:LINE:COL, got {location!r}")
+    path, line, column = parts
+    try:
+        line_number, column_number = int(line), int(column)
+    except ValueError:
+        raise UsageError(f"LINE and COL must be integers in {location!r}") from None
+    if line_number < 1 or column_number < 1:
+        raise UsageError(f"LINE and COL are 1-based, got {location!r}")
+    return Path(path), line_number, column_number
+
+
+def offset_of(text: str, line: int, column: int) -> int:
+    """Code-point offset of the 1-based ``line`` and ``column`` (characters) in ``text``."""
+    from .positions import line_starts
+
+    starts = line_starts(text)
+    if line > len(starts):
+        raise UsageError(f"line {line} is past the end of the file ({len(starts)} lines)")
+    start = starts[line - 1]
+    end = starts[line] if line < len(starts) else len(text)
+    content = text[start:end].rstrip("\r\n")
+    if column > len(content) + 1:
+        raise UsageError(f"column {column} is past the end of line {line} ({len(content)} characters)")
+    return start + column - 1
+
+
+def _run_complete(args: argparse.Namespace) -> int:
+    from .log import setup_logging
+
+    setup_logging(args.log_level)
+    path, line, column = parse_location(args.location)
+    if args.candidates < 1:
+        raise UsageError("-n must be at least 1")
+    if args.max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"tealtab: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    offset = offset_of(text, line, column)
+    language = args.language or _LANGUAGES.get(path.suffix.lower(), "plaintext")
+
+    from tealtab.engine import loading
+
+    def progress(message: str, percentage: int | None) -> None:
+        suffix = "" if percentage is None else f" ({percentage}%)"
+        print(f"tealtab: {message}{suffix}", file=sys.stderr, flush=True)
+
+    try:
+        model = args.model or loading.default_model(args.device)
+        print(f"tealtab: loading {model} on {args.device}", file=sys.stderr, flush=True)
+        load_started = time.monotonic()
+        backend = loading.load_backend(model, args.device, progress=progress)
+    except Exception as exc:
+        print(f"tealtab: could not load the model: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    load_ms = 1000 * (time.monotonic() - load_started)
+
+    from tealtab.completion.pipeline import CompletionRequest, complete
+
+    request = CompletionRequest(
+        text=text,
+        offset=offset,
+        language_id=language,
+        n=args.candidates,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        request_id="cli",
+    )
+    started = time.monotonic()
+    try:
+        outcome = complete(backend, request)
+    except Exception as exc:
+        print(f"tealtab: completion failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    elapsed_ms = 1000 * (time.monotonic() - started)
+    _print_outcome(outcome, text, load_ms, elapsed_ms)
+    return EXIT_OK
+
+
+def _print_outcome(outcome, text: str, load_ms: float, elapsed_ms: float) -> None:
+    from .positions import position_at
+
+    out = sys.stdout
+    for number, item in enumerate(outcome.items, 1):
+        start, end = position_at(text, item.start, "utf-32"), position_at(text, item.end, "utf-32")
+        out.write(
+            f"----- candidate {number}  score {item.score:.3f}  replaces "
+            f"{start.line + 1}:{start.character + 1}-{end.line + 1}:{end.character + 1} -----\n"
+        )
+        out.write(item.insert_text)
+        if not item.insert_text.endswith("\n"):
+            out.write("\n")
+    if not outcome.items:
+        out.write("----- no candidates -----\n")
+    generation = getattr(outcome, "generation", None)
+    out.write(
+        f"----- {len(outcome.items)} candidate(s) in {elapsed_ms:.0f} ms "
+        f"(mode {getattr(outcome, 'mode', '?')}, prompt tokens {getattr(outcome, 'prompt_tokens', '?')}, "
+        f"reused {getattr(generation, 'reused_tokens', '-')}; model loaded in {load_ms:.0f} ms) -----\n"
+    )
+    out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

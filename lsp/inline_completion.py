@@ -1,0 +1,107 @@
+"""textDocument/inlineCompletion: positions in, ranges out, generation off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from . import positions
+from .log import RequestLog
+
+if TYPE_CHECKING:
+    from .server import TealtabServer
+
+logger = logging.getLogger(__name__)
+
+
+def _empty() -> types.InlineCompletionList:
+    return types.InlineCompletionList(items=[])
+
+
+async def inline_completion(
+    server: TealtabServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList:
+    """Complete at ``params.position``; an empty list when there is nothing to offer."""
+    uri = params.text_document.uri
+    inflight = server.inflight.start(uri)
+    log = RequestLog(logger, inflight.request_id)
+    started = time.monotonic()
+    try:
+        document = server.documents.get(uri)
+        if document is None:
+            log.info("unknown document %s", uri)
+            return _empty()
+        settings = server.settings
+        if not settings.language_enabled(document.language_id):
+            log.info("disabled for %s", document.language_id)
+            return _empty()
+        # Snapshot: later edits must not move the ranges computed for this text.
+        text, starts, encoding = document.text, document.starts, server.position_encoding
+        offset = positions.offset_at(text, params.position, encoding, starts)
+        log.info(
+            "%s line %d col %d (%s) -> offset %d of %d",
+            uri, params.position.line, params.position.character, encoding, offset, len(text),
+        )
+        if not await server.wait_for_model():
+            log.info("no model loaded%s", f" ({server.load_error})" if server.load_error else "")
+            return _empty()
+        if inflight.cancel.is_set():
+            log.info("superseded before generation")
+            return _empty()
+
+        from tealtab.completion.pipeline import CompletionRequest
+
+        request = CompletionRequest(
+            text=text,
+            offset=offset,
+            language_id=document.language_id,
+            n=settings.candidates,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            context_tokens=settings.context_tokens,
+            cancel=inflight.cancel,
+            request_id=inflight.request_id,
+        )
+        if hasattr(request, "token_alignment"):
+            request.token_alignment = settings.token_alignment
+        outcome = await asyncio.wrap_future(server.worker.complete(request))
+    except asyncio.CancelledError:
+        inflight.cancel.set()
+        log.info("cancelled by the client after %.0f ms", 1000 * (time.monotonic() - started))
+        raise
+    except Exception as exc:
+        log.exception("completion failed")
+        server.log_to_client(f"tealtab [{inflight.request_id}]: completion failed: {exc}",
+                             types.MessageType.Error)
+        return _empty()
+    finally:
+        server.inflight.finish(inflight)
+
+    latency_ms = 1000 * (time.monotonic() - started)
+    if inflight.cancel.is_set():
+        log.info("superseded by a newer request after %.0f ms", latency_ms)
+        return _empty()
+    if outcome is None:
+        log.info("no model; nothing generated")
+        return _empty()
+
+    items = [
+        types.InlineCompletionItem(
+            insert_text=item.insert_text,
+            range=positions.range_at(text, item.start, item.end, encoding, starts),
+        )
+        for item in outcome.items
+    ]
+    generation = getattr(outcome, "generation", None)
+    log.info(
+        "%d item(s) in %.0f ms: mode=%s prompt_tokens=%s reused_tokens=%s decode_steps=%s",
+        len(items), latency_ms, getattr(outcome, "mode", "?"),
+        getattr(outcome, "prompt_tokens", "?"),
+        getattr(generation, "reused_tokens", "-"),
+        getattr(generation, "decode_steps", "-"),
+    )
+    return types.InlineCompletionList(items=items)

@@ -1,0 +1,98 @@
+"""Loading the configured model, with work-done progress and errors shown to the user."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from .settings import Settings
+from .worker import ModelLoadFailed
+
+if TYPE_CHECKING:
+    from .server import TealtabServer
+
+logger = logging.getLogger(__name__)
+
+# A client that never answers window/workDoneProgress/create must not stall the load.
+PROGRESS_CREATE_TIMEOUT_S = 10.0
+TITLE = "tealtab"
+
+
+async def load_model(server: TealtabServer, settings: Settings) -> None:
+    """Load ``settings.model`` in the worker thread; never raises."""
+    wanted = settings.model or "the default model"
+    progress = _Progress(server)
+    await progress.begin(f"loading {wanted}")
+    try:
+        model = await asyncio.wrap_future(server.worker.load(settings, progress.report_threadsafe))
+    except ModelLoadFailed as exc:
+        server.load_error = str(exc)
+        server.model_name = None
+        progress.end("failed")
+        server.show_to_client(str(exc), types.MessageType.Error)
+        return
+    except asyncio.CancelledError:
+        progress.end("cancelled")
+        raise
+    if model is None:  # superseded by a newer load
+        progress.end("superseded")
+        return
+    server.model_name = model
+    server.load_error = None
+    progress.end(f"{model} ready")
+    server.log_to_client(f"tealtab: model {model} ready ({settings.device})")
+
+
+class _Progress:
+    """$/progress for one load; silent when the client cannot show progress."""
+
+    def __init__(self, server: TealtabServer) -> None:
+        self._server = server
+        self._token = f"tealtab-load-{uuid.uuid4().hex[:8]}"
+        self._active = False
+        self._percentage = 0
+        self._loop = asyncio.get_running_loop()
+
+    async def begin(self, message: str) -> None:
+        window = self._server.client_capabilities.window
+        if window is None or not window.work_done_progress:
+            return
+        # Not wait_for: cancelling pygls' request future makes the late answer raise.
+        create = asyncio.ensure_future(self._server.work_done_progress.create_async(self._token))
+        done, _ = await asyncio.wait({create}, timeout=PROGRESS_CREATE_TIMEOUT_S)
+        if not done:
+            logger.info("no work-done progress: the client did not answer in time")
+            return
+        if (exc := create.exception()) is not None:
+            logger.info("no work-done progress: %s", exc)
+            return
+        self._active = True
+        self._server.work_done_progress.begin(
+            self._token,
+            types.WorkDoneProgressBegin(title=TITLE, message=message, percentage=0, cancellable=False),
+        )
+
+    def report_threadsafe(self, message: str, percentage: int | None) -> None:
+        """Engine progress callback; called in the worker thread."""
+        logger.info("load: %s%s", message, "" if percentage is None else f" ({percentage}%)")
+        self._loop.call_soon_threadsafe(self._report, message, percentage)
+
+    def _report(self, message: str, percentage: int | None) -> None:
+        if not self._active:
+            return
+        if percentage is not None:
+            self._percentage = max(self._percentage, min(100, int(percentage)))
+        self._server.work_done_progress.report(
+            self._token,
+            types.WorkDoneProgressReport(message=message, percentage=self._percentage),
+        )
+
+    def end(self, message: str) -> None:
+        if not self._active:
+            return
+        self._active = False
+        self._server.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))

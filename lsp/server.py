@@ -1,0 +1,155 @@
+"""The tealtab language server: state on a LanguageServer subclass."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from importlib import metadata
+
+from lsprotocol import types
+from pygls.exceptions import FeatureNotificationError, FeatureRequestError
+from pygls.lsp.server import LanguageServer
+
+from .documents import DocumentStore
+from .model_loading import load_model
+from .parent_watch import watch_parent
+from .positions import UTF16
+from .protocol import TealtabProtocol
+from .requests import InflightRequests
+from .settings import Settings, parse_settings
+from .worker import ModelWorker
+
+logger = logging.getLogger(__name__)
+
+# How long an inline-completion request waits for a model that is loading.
+MODEL_WAIT_S = 180.0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tealtab")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class TealtabServer(LanguageServer):
+    """Documents, settings, the model worker and in-flight requests."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "tealtab",
+            _version(),
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=TealtabProtocol,
+        )
+        self.documents = DocumentStore()
+        self.settings = Settings()
+        self.worker = ModelWorker()
+        self.inflight = InflightRequests()
+        self.position_encoding = UTF16
+        self.initialized = False
+        # The model the worker holds, as seen from the event loop; None while
+        # loading or after a failed load.
+        self.model_name: str | None = None
+        self.load_error: str | None = None
+        self.model_loading: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- settings and model ------------------------------------------------
+
+    def apply_settings(self, raw: object) -> None:
+        """Apply a settings object; report problems; reload the model when needed."""
+        old = self.settings
+        self.settings, warnings = parse_settings(raw, old)
+        for warning in warnings:
+            logger.warning("%s", warning)
+            self.log_to_client(warning, types.MessageType.Warning)
+        if self.initialized and self.settings.load_key() != old.load_key():
+            self.start_model_load()
+
+    def start_model_load(self) -> None:
+        """Load the configured model in the background (work-done progress, errors shown)."""
+        self.model_name = None
+        self.model_loading = self.spawn(load_model(self, self.settings))
+
+    async def wait_for_model(self, timeout: float = MODEL_WAIT_S) -> bool:
+        """Wait (bounded) for any load in progress; True when a model is ready."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (loading := self.model_loading) is not None and not loading.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(asyncio.shield(loading), remaining)
+            except TimeoutError:
+                return False
+        return self.model_name is not None
+
+    # -- client messages -----------------------------------------------------
+
+    def log_to_client(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        """window/logMessage."""
+        self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def show_to_client(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
+        """window/showMessage."""
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def spawn(self, coroutine) -> asyncio.Task:
+        """Run ``coroutine`` as a task the server keeps a reference to."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def watch_editor(self, pid: int) -> None:
+        """Exit when the editor process ``pid`` dies."""
+        watch_parent(pid, lambda: exit_now(1))
+
+    def shutdown(self) -> None:
+        """Stop without waiting on threads blocked in stdin reads or generation."""
+        logger.info("stopping")
+        self.inflight.cancel_all()
+        self.worker.shutdown()
+        if self._stop_event is not None:
+            self._stop_event.set()
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+
+    def report_server_error(self, error: Exception, source: type) -> None:
+        """Log every error; show the user only a notification handler's failure."""
+        logger.error("%s: %s", source.__name__, error)
+        if source is FeatureRequestError:
+            return  # the request's error response already carries it
+        if source is FeatureNotificationError:
+            self.show_to_client(f"tealtab: internal error: {error}")
+        else:
+            self.log_to_client(f"tealtab: {error}", types.MessageType.Error)
+
+    @property
+    def exit_code(self) -> int:
+        """0 after an orderly shutdown/exit, 1 otherwise (as LSP asks)."""
+        return 0 if self.protocol._shutdown else 1
+
+
+def exit_now(code: int) -> None:
+    """Flush the logs and leave the process, whatever threads are still blocked."""
+    logging.shutdown()
+    try:
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def create_server() -> TealtabServer:
+    """A server with every feature registered."""
+    from . import handlers
+
+    server = TealtabServer()
+    handlers.register(server)
+    return server

@@ -1,0 +1,30 @@
+"""The engine on a CUDA GPU (skipped on machines without one)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tealtab.completion.backend import GenerationRequest
+from tealtab.engine.local import LocalBackend
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+def test_cuda_fp32_greedy_equals_cpu(tiny_model_dir):
+    cpu = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cpu", dtype="float32")
+    gpu = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32")
+    ids = [cpu.bos_id] + cpu.tokenize("def main(argv):\n    parser = argparse.ArgumentParser()\n")
+    a = cpu.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=16, temperature=0))
+    b = gpu.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=16, temperature=0))
+    assert a.candidates[0].token_ids == b.candidates[0].token_ids
+
+
+def test_cuda_default_dtype_serves_candidates_with_prefix_reuse(tiny_model_dir):
+    gpu = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda")
+    assert gpu.model.embed.dtype == torch.bfloat16
+    ids = [gpu.bos_id] + gpu.tokenize("import os\n\ndef walk(path):\n    ")
+    first = gpu.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=12, temperature=0.8, seed=0))
+    assert len(first.candidates) == 4
+    again = gpu.generate(GenerationRequest(prompt_ids=ids + gpu.tokenize("for"), n=4, max_new_tokens=12))
+    assert again.reused_tokens >= len(ids) - 1

@@ -1,0 +1,78 @@
+from tealtab.lsp.settings import Settings, extract_settings, parse_settings
+
+
+def test_defaults():
+    settings, warnings = parse_settings(None)
+    assert warnings == []
+    assert settings == Settings()
+    assert (settings.candidates, settings.max_new_tokens, settings.temperature) == (3, 128, 0.2)
+    assert settings.token_alignment and settings.enable and settings.context_tokens is None
+    assert settings.language_enabled("python")
+
+
+def test_all_keys():
+    raw = {
+        "model": "builtin:gemma-3-270m", "device": "CUDA:1", "quantization": "nf4", "sparsity": 0.5,
+        "candidates": 5, "maxNewTokens": 64, "temperature": 0, "tokenAlignment": False,
+        "contextTokens": 2048, "enable": True, "languages": {"markdown": False},
+    }
+    settings, warnings = parse_settings(raw)
+    assert warnings == []
+    assert settings.model == "builtin:gemma-3-270m" and settings.device == "cuda:1"
+    assert settings.quantization == "nf4" and settings.sparsity == 0.5
+    assert settings.candidates == 5 and settings.max_new_tokens == 64
+    assert settings.temperature == 0.0 and settings.token_alignment is False
+    assert settings.context_tokens == 2048
+    assert not settings.language_enabled("markdown") and settings.language_enabled("python")
+
+
+def test_wrappers_are_accepted():
+    inner = {"candidates": 2}
+    assert extract_settings({"settings": {"tealtab": inner}}) == inner
+    assert extract_settings({"settings": inner}) == inner
+    assert extract_settings({"tealtab": inner}) == inner
+    assert parse_settings({"settings": {"tealtab": inner}})[0].candidates == 2
+    assert parse_settings({"settings": inner})[0].candidates == 2
+
+
+def test_unknown_keys_warn_and_are_ignored():
+    settings, warnings = parse_settings({"candidates": 2, "colour": "teal"})
+    assert settings.candidates == 2
+    assert len(warnings) == 1 and "colour" in warnings[0]
+
+
+def test_wrong_types_warn_and_use_the_default():
+    base, _ = parse_settings({"candidates": 7})
+    settings, warnings = parse_settings(
+        {"candidates": "7", "maxNewTokens": True, "temperature": "hot", "device": "tpu",
+         "quantization": "int3", "sparsity": 0.9, "enable": "yes", "contextTokens": 1.5,
+         "languages": {"python": "no"}, "model": ""},
+        base,
+    )
+    assert len(warnings) == 10
+    assert settings.candidates == 3  # default, not the previous 7
+    assert settings == Settings()
+    assert any("'candidates'" in w and "'7'" in w for w in warnings)
+
+
+def test_later_settings_apply_on_top_and_null_resets():
+    first, _ = parse_settings({"model": "/m", "candidates": 2})
+    second, warnings = parse_settings({"settings": {"tealtab": {"maxNewTokens": 32}}}, first)
+    assert warnings == []
+    assert (second.model, second.candidates, second.max_new_tokens) == ("/m", 2, 32)
+    third, _ = parse_settings({"candidates": None}, second)
+    assert third.candidates == 3 and third.model == "/m"
+
+
+def test_load_key_and_disable():
+    a, _ = parse_settings({"model": "/a"})
+    b, _ = parse_settings({"candidates": 1}, a)
+    c, _ = parse_settings({"device": "cpu"}, a)
+    assert a.load_key() == b.load_key() != c.load_key()
+    off, _ = parse_settings({"enable": False})
+    assert not off.language_enabled("python")
+
+
+def test_non_object_settings_warn():
+    settings, warnings = parse_settings([1, 2])
+    assert settings == Settings() and len(warnings) == 1
