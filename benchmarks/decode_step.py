@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from tealtab.engine.config import preset
-from tealtab.engine.kv_cache import CandidateAttention, KVCache
+from tealtab.engine.decode_step import EagerDecoder, GraphDecoder
+from tealtab.engine.kv_cache import KVCache
 from tealtab.engine.local import pick_dtypes
 from tealtab.engine.model import Transformer
 from tealtab.engine.testing import random_weights
@@ -59,24 +60,28 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
         cache = KVCache(cfg, ctx + 1, max(ns), steps + 8, act_dtype, device)
         cache.prompt_k.normal_()
         cache.prompt_v.normal_()
+        decoders = {"eager": EagerDecoder(model, cache)}
+        if device.startswith("cuda"):
+            decoders["cuda_graph"] = GraphDecoder(model, cache)
         for n in ns:
-            tokens = torch.randint(0, cfg.vocab_size, (n, 1), device=device)
-            for s in range(3):  # warm-up
-                model(tokens, torch.tensor([ctx + s], device=device), CandidateAttention(cache, ctx, n, s))
-            sync(device)
-            t = time.perf_counter()
-            for s in range(steps):
-                model(tokens, torch.tensor([ctx + s], device=device), CandidateAttention(cache, ctx, n, s))
-            sync(device)
-            ms = (time.perf_counter() - t) / steps * 1000
-            kv_bytes = cache.nbytes(ctx, n, steps // 2)
-            limit_ms = (weight_bytes + kv_bytes) / bandwidth * 1000
-            rows.append({"preset": name, "context": ctx, "n": n, "ms_per_step": ms, "tok_per_s": n * 1000 / ms,
-                         "bandwidth_limit_ms": limit_ms, "ratio_to_limit": ms / limit_ms,
-                         "weight_bytes": weight_bytes, "kv_bytes": kv_bytes})
-            print(f"{name:<22}{ctx:>7}{n:>4}{ms:>10.2f}{n * 1000 / ms:>10.1f}{limit_ms:>10.2f}{ms / limit_ms:>8.2f}",
-                  flush=True)
-        del cache
+            tokens = torch.randint(0, cfg.vocab_size, (n,), device=device)
+            for mode, decoder in decoders.items():
+                for s in range(3):  # warm-up (and graph capture)
+                    decoder(tokens, ctx, s)
+                sync(device)
+                t = time.perf_counter()
+                for s in range(steps):
+                    decoder(tokens, ctx, s)
+                sync(device)
+                ms = (time.perf_counter() - t) / steps * 1000
+                kv_bytes = cache.nbytes(ctx, n, steps // 2)
+                limit_ms = (weight_bytes + kv_bytes) / bandwidth * 1000
+                rows.append({"preset": name, "mode": mode, "context": ctx, "n": n, "ms_per_step": ms,
+                             "tok_per_s": n * 1000 / ms, "bandwidth_limit_ms": limit_ms,
+                             "ratio_to_limit": ms / limit_ms, "weight_bytes": weight_bytes, "kv_bytes": kv_bytes})
+                print(f"{name:<20}{mode:>11}{ctx:>7}{n:>4}{ms:>10.2f}{n * 1000 / ms:>10.1f}{limit_ms:>10.2f}"
+                      f"{ms / limit_ms:>8.2f}", flush=True)
+        del cache, decoders
     return rows
 
 
@@ -92,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = copy_bandwidth(args.device)
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     print(f"device {device_name}, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
-    print(f"{'preset':<22}{'ctx':>7}{'n':>4}{'ms/step':>10}{'tok/s':>10}{'limit ms':>10}{'ratio':>8}")
+    print(f"{'preset':<20}{'mode':>11}{'ctx':>7}{'n':>4}{'ms/step':>10}{'tok/s':>10}{'limit ms':>10}{'ratio':>8}")
     rows = []
     for name in args.presets:
         rows += measure(name, args.device, args.contexts, args.candidates, args.steps, bandwidth)
     report = {"benchmark": "decode_step", "date": datetime.date.today().isoformat(), "device": device_name,
               "torch": torch.__version__, "copy_bandwidth_GBps": bandwidth / 1e9, "rows": rows,
-              "note": "eager PyTorch decode step (no CUDA graphs yet); random weights of real shapes"}
+              "note": "decode step of n candidates over a shared prompt KV; random weights of real shapes; "
+                      "limit = (weight bytes + KV bytes) / measured copy bandwidth"}
     out = Path(args.out or f"benchmarks/results/decode-step-{args.device.split(':')[0]}-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-FAMILIES = ("gemma3", "qwen2", "llama")
+FAMILIES = ("gemma3", "qwen2", "llama", "starcoder2")
 
 
 @dataclass
@@ -40,6 +40,10 @@ class ModelConfig:
     sandwich_norms: bool = False
     embed_scale: float = 1.0
     activation: str = "silu"  # silu | gelu_tanh
+    # StarCoder2: LayerNorm with bias, a plain (ungated) MLP, biases on every linear.
+    layer_norm: bool = False
+    gated_mlp: bool = True
+    linear_bias: bool = False
     tie_embeddings: bool = False
     attn_scale: float = 0.0
     final_logit_softcap: float | None = None
@@ -98,7 +102,7 @@ def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         rope_theta=hf.get("rope_theta", 10000.0),
         rope_scaling_factor=factor,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", model_type == "gemma3_text")),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", model_type in ("gemma3_text", "starcoder2"))),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_ids=_eos_ids(hf.get("eos_token_id")),
         max_position_embeddings=hf.get("max_position_embeddings", 32768),
@@ -139,7 +143,21 @@ def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
             qkv_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),
             **common,
         )
-    raise ValueError(f"model type {model_type!r} is not supported (supported: gemma3_text, qwen2, llama)")
+    if model_type == "starcoder2":
+        window = hf.get("sliding_window")
+        common["norm_eps"] = hf.get("norm_epsilon", 1e-5)
+        return ModelConfig(
+            family="starcoder2",
+            sliding_window=window,
+            sliding_layers=(window is not None,) * common["n_layers"],
+            qkv_bias=bool(hf.get("use_bias", True)),
+            linear_bias=bool(hf.get("use_bias", True)),
+            layer_norm=True,
+            gated_mlp=False,
+            activation="gelu_tanh",
+            **common,
+        )
+    raise ValueError(f"model type {model_type!r} is not supported (supported: gemma3_text, qwen2, llama, starcoder2)")
 
 
 # Named shapes, for random-weight benchmarks and tests (weights never matter there).
@@ -155,6 +173,12 @@ PRESETS: dict[str, ModelConfig] = {
         family="qwen2", vocab_size=151936, dim=1536, n_layers=28, n_heads=12, n_kv_heads=2,
         intermediate_size=8960, rope_theta=1e6, qkv_bias=True, tie_embeddings=True, norm_eps=1e-6,
         eos_token_ids=(151643,),
+    ),
+    "starcoder2-3b": ModelConfig(
+        family="starcoder2", vocab_size=49152, dim=3072, n_layers=30, n_heads=24, n_kv_heads=2,
+        intermediate_size=12288, rope_theta=999999.4420358813, sliding_window=4096,
+        sliding_layers=(True,) * 30, qkv_bias=True, linear_bias=True, layer_norm=True, gated_mlp=False,
+        activation="gelu_tanh", tie_embeddings=True, norm_eps=1e-5, eos_token_ids=(0,),
     ),
     "qwen2.5-coder-7b": ModelConfig(
         family="qwen2", vocab_size=152064, dim=3584, n_layers=28, n_heads=28, n_kv_heads=4,

@@ -15,7 +15,8 @@ import time
 import torch
 
 from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
-from tealtab.engine.kv_cache import CandidateAttention, KVCache, PromptAttention
+from tealtab.engine.decode_step import EagerDecoder
+from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import Transformer
 from tealtab.engine.tokenizer import Tokenizer
 
@@ -37,7 +38,10 @@ def _sample_rows(probs: torch.Tensor, top_p: float, generator: torch.Generator) 
     """
     k = min(TOP_P_CANDIDATES, probs.shape[-1])
     top, order = probs.topk(k, dim=-1)  # sorted, descending
-    if top_p >= 1.0 or bool((top.sum(-1) < top_p).any()):
+    # A full sort when the short list holds less than top_p of the mass. That
+    # check reads the device, so on a GPU (no host sync per token) the nucleus
+    # is capped at TOP_P_CANDIDATES tokens instead.
+    if top_p >= 1.0 or (probs.device.type == "cpu" and bool((top.sum(-1) < top_p).any())):
         top, order = probs.sort(dim=-1, descending=True)
     if top_p < 1.0:
         # Keep a token while the mass before it is below top_p (the top token always).
@@ -60,8 +64,11 @@ class Generator:
     """Runs :class:`GenerationRequest`s against one model and its KV cache."""
 
     def __init__(self, model: Transformer, cache: KVCache, tokenizer: Tokenizer, eos_ids: frozenset[int],
-                 reuse_prefix: bool = True) -> None:
+                 reuse_prefix: bool = True, decoder=None, sync_every: int = 1) -> None:
         self.model = model
+        # decoder(tokens [n], prompt_len, step) -> logits [n, V]: eager or CUDA graphs.
+        self.decoder = decoder or EagerDecoder(model, cache)
+        self.sync_every = sync_every
         # Off only to measure what the prefix reuse saves (TEALTAB_PREFIX_REUSE=0).
         self.reuse_prefix = reuse_prefix
         self.cache = cache
@@ -90,6 +97,24 @@ class Generator:
             cache.tokens = ids[:end]
             start = end
         return logits, reused
+
+    def _take(self, tok_row: list[int], lp_row: list[float], ids: list[int], req: GenerationRequest,
+              stop_ids: frozenset[int], generated: list[list[int]], scores: list[float],
+              finish: list[str | None], texts: list[str | None]) -> None:
+        """Append one step's sampled tokens to the live candidates and apply the stop rules."""
+        for i, t in enumerate(tok_row):
+            if finish[i] is not None:
+                continue
+            if t in stop_ids:
+                finish[i] = "eos"
+                continue
+            generated[i].append(t)
+            scores[i] += lp_row[i]
+            if req.stop is not None:
+                text = self.tokenizer.decode_continuation(ids, generated[i])
+                keep = req.stop(text)
+                if keep is not None:
+                    finish[i], texts[i] = "stop", text[:keep]
 
     @torch.inference_mode()
     def run(self, req: GenerationRequest) -> GenerationResult:
@@ -120,43 +145,36 @@ class Generator:
         scores = [0.0] * n
         finish: list[str | None] = [None] * n
         texts: list[str | None] = [None] * n
-        fed0 = 0  # generated tokens of candidate 0 whose KV sits in gen cache slot 0
         tokens, logprobs = sample(logits.expand(n, -1), req.temperature, req.top_p, gen)
+        # Sampled tokens stay on the device; the host looks at them every
+        # `sync_every` steps (one transfer), so a GPU never waits per token.
+        # A candidate that stops mid-chunk wastes at most sync_every - 1 steps.
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         steps = 0
         for step in range(max_new):
-            tok_list, lp_list = tokens.tolist(), logprobs.tolist()
-            for i in range(n):
-                if finish[i] is not None:
-                    continue
-                t = tok_list[i]
-                if t in stop_ids:
-                    finish[i] = "eos"
-                    continue
-                generated[i].append(t)
-                scores[i] += lp_list[i]
-                if req.stop is not None:
-                    text = self.tokenizer.decode_continuation(ids, generated[i])
-                    keep = req.stop(text)
-                    if keep is not None:
-                        finish[i], texts[i] = "stop", text[:keep]
-            if all(f is not None for f in finish):
-                break
-            if step == max_new - 1:
-                break
-            if req.cancel is not None and req.cancel.is_set():
-                result.cancelled = True
-                finish = [f or "cancelled" for f in finish]
-                break
-            if req.deadline is not None and time.monotonic() > req.deadline:
-                finish = [f or "deadline" for f in finish]
-                break
-            if finish[0] is None:
-                fed0 = len(generated[0])
-            positions = torch.tensor([prompt_len + step], device=dev)
-            logits = self.model(tokens[:, None], positions, CandidateAttention(cache, prompt_len, n, step))
+            pending.append((tokens, logprobs))
+            last = step == max_new - 1
+            if len(pending) >= self.sync_every or last:
+                host_tokens = torch.stack([t for t, _ in pending]).tolist()
+                host_lps = torch.stack([lp for _, lp in pending]).tolist()
+                pending = []
+                for tok_row, lp_row in zip(host_tokens, host_lps):
+                    self._take(tok_row, lp_row, ids, req, stop_ids, generated, scores, finish, texts)
+                if all(f is not None for f in finish) or last:
+                    break
+                if req.cancel is not None and req.cancel.is_set():
+                    result.cancelled = True
+                    finish = [f or "cancelled" for f in finish]
+                    break
+                if req.deadline is not None and time.monotonic() > req.deadline:
+                    finish = [f or "deadline" for f in finish]
+                    break
+            logits = self.decoder(tokens, prompt_len, step)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
             steps += 1
         t2 = time.perf_counter()
+        # generated[0][j] was fed to the model at decode step j (KV slot j).
+        fed0 = min(len(generated[0]), steps)
 
         # The greedy candidate's KV follows the prompt, for the next keystroke.
         cache.keep_candidate(0, prompt_len, fed0)

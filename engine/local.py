@@ -11,13 +11,14 @@ import torch
 
 from tealtab.completion.backend import GenerationRequest, GenerationResult
 from tealtab.engine.config import ModelConfig
+from tealtab.engine.decode_step import GraphDecoder
 from tealtab.engine.generate import Generator
 from tealtab.engine.kv_cache import KVCache
 from tealtab.engine.model import Transformer
 from tealtab.engine.tokenizer import Tokenizer
 
 # Model families as completion/ names them (FIM templates are chosen from this).
-_FAMILY_NAMES = {"gemma3": "gemma3", "qwen2": "qwen2.5-coder", "llama": "llama"}
+_FAMILY_NAMES = {"gemma3": "gemma3", "qwen2": "qwen2.5-coder", "llama": "llama", "starcoder2": "starcoder2"}
 
 
 def pick_dtypes(dtype: str, device: str) -> tuple[torch.dtype, torch.dtype, torch.dtype | None]:
@@ -36,6 +37,14 @@ def pick_dtypes(dtype: str, device: str) -> tuple[torch.dtype, torch.dtype, torc
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}")
     return table[dtype], table[dtype], None
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A boolean environment switch (0/false/off/no turn it off)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "off", "no")
 
 
 def _guess_family(directory: Path, cfg: ModelConfig) -> str:
@@ -66,8 +75,12 @@ class LocalBackend:
         self.bos_id = tokenizer.bos_id
         self.eos_ids = frozenset(cfg.eos_token_ids)
         self.max_context = cache.max_prompt + cache.max_new
-        reuse = os.environ.get("TEALTAB_PREFIX_REUSE", "1").strip().lower() not in ("0", "false", "off", "no")
-        self._generator = Generator(model, cache, tokenizer, self.eos_ids, reuse_prefix=reuse)
+        reuse = _env_flag("TEALTAB_PREFIX_REUSE", True)
+        decoder, sync_every = None, 1
+        if device.startswith("cuda") and _env_flag("TEALTAB_CUDA_GRAPHS", True):
+            decoder, sync_every = GraphDecoder(model, cache), 8
+        self._generator = Generator(model, cache, tokenizer, self.eos_ids, reuse_prefix=reuse,
+                                    decoder=decoder, sync_every=sync_every)
         # One model, one cache: requests are serialized.
         self._lock = threading.Lock()
 

@@ -85,6 +85,26 @@ class RMSNorm(nn.Module):
         return (y * self.weight).to(x.dtype)
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with weight and bias, computed in fp32 (StarCoder2)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.float(), requires_grad=False)
+        self.bias = nn.Parameter(bias.float(), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), (x.shape[-1],), self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def make_norm(cfg: ModelConfig, w: dict[str, torch.Tensor], name: str) -> nn.Module:
+    """The family's norm for the weights called ``name`` (``...weight``, and ``...bias`` for LayerNorm)."""
+    if cfg.layer_norm:
+        return LayerNorm(w[name + ".weight"], w[name + ".bias"], cfg.norm_eps)
+    return RMSNorm(w[name + ".weight"], cfg.norm_eps, cfg.norm_unit_offset)
+
+
 def rope_tables(cfg: ModelConfig, length: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin: [length, head_dim] for the half-rotation RoPE used by HF checkpoints."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=device).float() / cfg.head_dim))
@@ -111,26 +131,32 @@ class Block(nn.Module):
         self.index = index
         self.sliding = cfg.sliding_layers[index]
         p = f"model.layers.{index}."
-        norm = lambda name: RMSNorm(w[p + name], cfg.norm_eps, cfg.norm_unit_offset)  # noqa: E731
+        norm = lambda name: make_norm(cfg, w, p + name)  # noqa: E731
+        bias = lambda name: w[p + name + ".bias"] if cfg.linear_bias else None  # noqa: E731
         # q, k and v in one matmul; gate and up in another (fewer, larger GEMVs).
         qkv = torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).to(dtype)
         qkv_bias = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]) if cfg.qkv_bias else None
         self.wqkv = Linear(qkv, qkv_bias, lowp)
-        self.wo = Linear(w[p + "self_attn.o_proj.weight"].to(dtype), lowp=lowp)
-        self.w13 = Linear(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]).to(dtype), lowp=lowp)
-        self.w2 = Linear(w[p + "mlp.down_proj.weight"].to(dtype), lowp=lowp)
-        self.attn_norm = norm("input_layernorm.weight")
+        self.wo = Linear(w[p + "self_attn.o_proj.weight"].to(dtype), bias("self_attn.o_proj"), lowp)
+        if cfg.gated_mlp:
+            up = torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
+            self.w13 = Linear(up.to(dtype), lowp=lowp)
+            self.w2 = Linear(w[p + "mlp.down_proj.weight"].to(dtype), lowp=lowp)
+        else:
+            self.w13 = Linear(w[p + "mlp.c_fc.weight"].to(dtype), bias("mlp.c_fc"), lowp)
+            self.w2 = Linear(w[p + "mlp.c_proj.weight"].to(dtype), bias("mlp.c_proj"), lowp)
+        self.attn_norm = norm("input_layernorm")
         if cfg.sandwich_norms:
-            self.post_attn_norm = norm("post_attention_layernorm.weight")
-            self.mlp_norm = norm("pre_feedforward_layernorm.weight")
-            self.post_mlp_norm = norm("post_feedforward_layernorm.weight")
+            self.post_attn_norm = norm("post_attention_layernorm")
+            self.mlp_norm = norm("pre_feedforward_layernorm")
+            self.post_mlp_norm = norm("post_feedforward_layernorm")
         else:
             self.post_attn_norm = None
-            self.mlp_norm = norm("post_attention_layernorm.weight")
+            self.mlp_norm = norm("post_attention_layernorm")
             self.post_mlp_norm = None
         if cfg.qk_norm:
-            self.q_norm = norm("self_attn.q_norm.weight")
-            self.k_norm = norm("self_attn.k_norm.weight")
+            self.q_norm = norm("self_attn.q_norm")
+            self.k_norm = norm("self_attn.k_norm")
         self.act = (lambda t: F.gelu(t, approximate="tanh")) if cfg.activation == "gelu_tanh" else F.silu
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attend: Attend) -> torch.Tensor:
@@ -152,8 +178,12 @@ class Block(nn.Module):
         if self.post_attn_norm is not None:
             o = self.post_attn_norm(o)
         x = x + o
-        gate, up = self.w13(self.mlp_norm(x)).chunk(2, dim=-1)
-        m = self.w2(self.act(gate) * up)
+        h = self.w13(self.mlp_norm(x))
+        if self.cfg.gated_mlp:
+            gate, up = h.chunk(2, dim=-1)
+            m = self.w2(self.act(gate) * up)
+        else:
+            m = self.w2(self.act(h))
         if self.post_mlp_norm is not None:
             m = self.post_mlp_norm(m)
         return x + m
@@ -179,7 +209,7 @@ class Transformer(nn.Module):
         embed = weights["model.embed_tokens.weight"].to(weight_dtype)
         self.embed = nn.Parameter(embed, requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype, lowp_dtype) for i in range(cfg.n_layers))
-        self.norm = RMSNorm(weights["model.norm.weight"], cfg.norm_eps, cfg.norm_unit_offset)
+        self.norm = make_norm(cfg, weights, "model.norm")
         head = weights.get("lm_head.weight")
         if cfg.tie_embeddings or head is None:
             self.head = Linear(self.embed.data, lowp=lowp_dtype)  # shares the embedding's storage

@@ -51,6 +51,9 @@ def _hf_config(family: str, vocab: int, bos: int, eos: int):
         return tf.Qwen2Config(rope_theta=1e6, tie_word_embeddings=True, **common), tf.Qwen2ForCausalLM
     if family == "llama":
         return tf.LlamaConfig(rope_theta=10000.0, tie_word_embeddings=False, **common), tf.LlamaForCausalLM
+    if family == "starcoder2":
+        return tf.Starcoder2Config(rope_theta=1e5, sliding_window=16, use_bias=True, tie_word_embeddings=True,
+                                   **common), tf.Starcoder2ForCausalLM
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -70,7 +73,9 @@ def make_tiny_model(directory: str | Path, family: str = "gemma3", seed: int = 0
     model = cls(config).eval()
     with torch.no_grad():  # random norms too, so exactness tests see them
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name and name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            elif "norm" in name:
                 p.normal_(0.0, 0.1) if family == "gemma3" else p.uniform_(0.8, 1.2)
     model.save_pretrained(out, safe_serialization=True)
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -91,6 +96,8 @@ def random_weights(cfg, seed: int = 0, dtype=None) -> dict:
 
     q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     w = {"model.embed_tokens.weight": rnd(cfg.vocab_size, cfg.dim), "model.norm.weight": rnd(cfg.dim, std=0.1)}
+    if cfg.layer_norm:
+        w["model.norm.bias"] = rnd(cfg.dim, std=0.1)
     if not cfg.tie_embeddings:
         w["lm_head.weight"] = rnd(cfg.vocab_size, cfg.dim)
     for i in range(cfg.n_layers):
@@ -102,14 +109,24 @@ def random_weights(cfg, seed: int = 0, dtype=None) -> dict:
         if cfg.qkv_bias:
             for name, size in (("q", q), ("k", kv), ("v", kv)):
                 w[p + f"self_attn.{name}_proj.bias"] = rnd(size)
-        w[p + "mlp.gate_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
-        w[p + "mlp.up_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
-        w[p + "mlp.down_proj.weight"] = rnd(cfg.dim, cfg.intermediate_size)
+        if cfg.gated_mlp:
+            w[p + "mlp.gate_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
+            w[p + "mlp.up_proj.weight"] = rnd(cfg.intermediate_size, cfg.dim)
+            w[p + "mlp.down_proj.weight"] = rnd(cfg.dim, cfg.intermediate_size)
+        else:
+            w[p + "mlp.c_fc.weight"] = rnd(cfg.intermediate_size, cfg.dim)
+            w[p + "mlp.c_proj.weight"] = rnd(cfg.dim, cfg.intermediate_size)
+        if cfg.linear_bias:
+            w[p + "self_attn.o_proj.bias"] = rnd(cfg.dim)
+            w[p + "mlp.c_fc.bias"] = rnd(cfg.intermediate_size)
+            w[p + "mlp.c_proj.bias"] = rnd(cfg.dim)
         norms = ["input_layernorm", "post_attention_layernorm"]
         if cfg.sandwich_norms:
             norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
         for name in norms:
             w[p + name + ".weight"] = rnd(cfg.dim, std=0.1)
+            if cfg.layer_norm:
+                w[p + name + ".bias"] = rnd(cfg.dim, std=0.1)
         if cfg.qk_norm:
             w[p + "self_attn.q_norm.weight"] = rnd(cfg.head_dim, std=0.1)
             w[p + "self_attn.k_norm.weight"] = rnd(cfg.head_dim, std=0.1)

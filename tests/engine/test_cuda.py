@@ -28,3 +28,19 @@ def test_cuda_default_dtype_serves_candidates_with_prefix_reuse(tiny_model_dir):
     assert len(first.candidates) == 4
     again = gpu.generate(GenerationRequest(prompt_ids=ids + gpu.tokenize("for"), n=4, max_new_tokens=12))
     assert again.reused_tokens >= len(ids) - 1
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_cuda_graph_decoding_equals_eager(tiny_model_dir, monkeypatch, n):
+    eager_env = {"TEALTAB_CUDA_GRAPHS": "0"}
+    monkeypatch.setenv(*next(iter(eager_env.items())))
+    eager = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32")
+    monkeypatch.setenv("TEALTAB_CUDA_GRAPHS", "1")
+    graphed = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32")
+    # Longer than the tiny model's 16-token sliding window, so the masks matter.
+    ids = [eager.bos_id] + eager.tokenize("def main(argv):\n    parser = argparse.ArgumentParser(prog='x')\n" * 2)
+    req = dict(prompt_ids=ids, n=n, max_new_tokens=24, temperature=0.0)
+    a = eager.generate(GenerationRequest(**req))
+    b = graphed.generate(GenerationRequest(**req))
+    assert [c.token_ids for c in a.candidates] == [c.token_ids for c in b.candidates]
+    assert b.decode_steps >= 1

@@ -13,7 +13,7 @@ from tealtab.engine.testing import make_tiny_model
 CODE = "def parse_args(self, args=None, namespace=None):\n    return self.parse_known_args(args)\n" * 3
 
 
-@pytest.fixture(scope="module", params=["gemma3", "qwen2", "llama"])
+@pytest.fixture(scope="module", params=["gemma3", "qwen2", "llama", "starcoder2"])
 def pair(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
@@ -117,3 +117,12 @@ def test_builtin_tokenizer_is_sentencepiece_bpe(builtin_backend):
     assert "radius" in pieces and "\u2581radius" in pieces
     text = "\tx = '<eos>'  # ünïcödé 🎉\r\n"
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_greedy_candidates_of_one_pass_equal_independent_greedy_runs(pair):
+    ours, _ = pair
+    ids = _ids(ours)
+    single = ours.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=20, temperature=0.0))
+    ours.reset_cache()
+    four = ours.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=20, temperature=0.0))
+    assert [c.token_ids for c in four.candidates] == [single.candidates[0].token_ids] * 4
