@@ -134,6 +134,10 @@ def drop_leading_blank_lines(text: str, line_before: str) -> str:
     text = text.lstrip("\n")
     if text.startswith(line_before):
         return text[len(line_before):]
+    first = text.split("\n", 1)[0]
+    if len(first) - len(first.lstrip(" \t")) < len(line_before):
+        # Code less indented than the cursor line belongs to an outer block.
+        return ""
     return text.lstrip(" \t")
 
 

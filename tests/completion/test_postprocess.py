@@ -103,3 +103,5 @@ def test_leading_newline_on_indented_blank_line_is_dropped():
     # Text before the cursor on its line: a newline there is meaningful.
     assert drop_leading_blank_lines("\n    return 1", "x = 1") == "\n    return 1"
     assert drop_leading_blank_lines("return 1", "    ") == "return 1"
+    # A first line that dedents leaves the cursor's block: nothing to insert here.
+    assert drop_leading_blank_lines("\n    def other(self):", "        ") == ""

@@ -105,3 +105,16 @@ def test_cuda_request_without_gpu_is_a_load_error():
 def test_unavailable_quantization_and_sparsity_are_clear_load_errors(tiny_model_dir, options):
     with pytest.raises(ModelLoadError, match="not available"):
         load_backend(str(tiny_model_dir), device="cpu", **options)
+
+
+@pytest.mark.builtin
+def test_second_start_of_builtin_model_does_not_convert_again(builtin_backend, monkeypatch):
+    from tealtab.engine import loading
+
+    assert loading.is_converted(loading.builtin_converted_dir())
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("the cached conversion must be reused")
+
+    monkeypatch.setattr(loading, "convert_gguf", no_conversion)
+    assert loading.resolve_model_dir("builtin:gemma-3-270m") == loading.builtin_converted_dir()
