@@ -48,7 +48,8 @@ def copy_bandwidth(device: str) -> float:
 
 
 @torch.inference_mode()
-def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: int, bandwidth: float) -> list[dict]:
+def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: int, bandwidth: float,
+            modes: list[str]) -> list[dict]:
     cfg = preset(name)
     weight_dtype, act_dtype, lowp = pick_dtypes("auto", device)
     model = Transformer(cfg, random_weights(cfg, dtype=weight_dtype), weight_dtype, act_dtype,
@@ -60,14 +61,23 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
         cache = KVCache(cfg, ctx + 1, max(ns), steps + 8, act_dtype, device)
         cache.prompt_k.normal_()
         cache.prompt_v.normal_()
-        decoders = {"eager": EagerDecoder(model, cache)}
-        if device.startswith("cuda"):
-            decoders["cuda_graph"] = GraphDecoder(model, cache)
+        decoders = {}
+        if "eager" in modes:
+            decoders["eager"] = EagerDecoder(model, cache)
+        if device.startswith("cuda") and "cuda_graph" in modes:
+            decoders["cuda_graph"] = GraphDecoder(model, cache, use_triton=False)
+        if device.startswith("cuda") and "triton_graph" in modes:
+            decoders["triton_graph"] = GraphDecoder(model, cache, use_triton=True)
+        if device.startswith("cuda") and "compiled_graph" in modes:
+            decoders["compiled_graph"] = GraphDecoder(model, cache, compile_step=True, use_triton=False)
         for n in ns:
             tokens = torch.randint(0, cfg.vocab_size, (n,), device=device)
             for mode, decoder in decoders.items():
-                for s in range(3):  # warm-up (and graph capture)
+                t0 = time.perf_counter()
+                for s in range(3):  # warm-up (and graph capture, compilation)
                     decoder(tokens, ctx, s)
+                sync(device)
+                warmup_s = time.perf_counter() - t0
                 sync(device)
                 t = time.perf_counter()
                 for s in range(steps):
@@ -78,7 +88,8 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
                 limit_ms = (weight_bytes + kv_bytes) / bandwidth * 1000
                 rows.append({"preset": name, "mode": mode, "context": ctx, "n": n, "ms_per_step": ms,
                              "tok_per_s": n * 1000 / ms, "bandwidth_limit_ms": limit_ms,
-                             "ratio_to_limit": ms / limit_ms, "weight_bytes": weight_bytes, "kv_bytes": kv_bytes})
+                             "ratio_to_limit": ms / limit_ms, "weight_bytes": weight_bytes, "kv_bytes": kv_bytes,
+                             "warmup_s": warmup_s})
                 print(f"{name:<20}{mode:>11}{ctx:>7}{n:>4}{ms:>10.2f}{n * 1000 / ms:>10.1f}{limit_ms:>10.2f}"
                       f"{ms / limit_ms:>8.2f}", flush=True)
         del cache, decoders
@@ -92,20 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", nargs="+", type=int, default=[512, 2048])
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--modes", nargs="+", default=["eager", "cuda_graph"],
+                        choices=["eager", "cuda_graph", "triton_graph", "compiled_graph"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     bandwidth = copy_bandwidth(args.device)
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
     print(f"device {device_name}, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     print(f"{'preset':<20}{'mode':>11}{'ctx':>7}{'n':>4}{'ms/step':>10}{'tok/s':>10}{'limit ms':>10}{'ratio':>8}")
-    rows = []
+    rows: list[dict] = []
+    out = Path(args.out or f"benchmarks/results/decode-step-{args.device.split(':')[0]}-{datetime.date.today()}.json")
     for name in args.presets:
-        rows += measure(name, args.device, args.contexts, args.candidates, args.steps, bandwidth)
+        try:
+            rows += measure(name, args.device, args.contexts, args.candidates, args.steps, bandwidth, args.modes)
+        except Exception as exc:  # keep what was measured; say what failed
+            print(f"{name}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
     report = {"benchmark": "decode_step", "date": datetime.date.today().isoformat(), "device": device_name,
               "torch": torch.__version__, "copy_bandwidth_GBps": bandwidth / 1e9, "rows": rows,
               "note": "decode step of n candidates over a shared prompt KV; random weights of real shapes; "
                       "limit = (weight bytes + KV bytes) / measured copy bandwidth"}
-    out = Path(args.out or f"benchmarks/results/decode-step-{args.device.split(':')[0]}-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")

