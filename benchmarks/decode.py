@@ -51,7 +51,7 @@ class ReplicatedAttention:
         keys, values = self.k[layer, :, :, :self.end], self.v[layer, :, :, :self.end]
         mask = None
         if cfg.sliding_layers[layer] and cfg.sliding_window is not None:
-            mask = torch.arange(self.end) > self.pos - cfg.sliding_window
+            mask = (torch.arange(self.end) > self.pos - cfg.sliding_window)[None, :]
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=cfg.attn_scale,
                                               enable_gqa=cfg.n_kv_heads != cfg.n_heads)
 
