@@ -10,11 +10,33 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 # A stop check sees the text a candidate has generated so far and returns the
 # length of the text to keep when the candidate is complete, or None to go on.
 StopCheck = Callable[[str], "int | None"]
+
+
+class Constraint(Protocol):
+    """Which tokens a candidate may take next, as a small state machine.
+
+    Each candidate carries its own state: ``start()`` once per candidate,
+    ``allowed(state)`` before each step (None = unconstrained from here on; the
+    engine stops asking once every candidate is free), ``advance(state, id)``
+    after each token. Token alignment (completion/alignment.py) is one.
+    """
+
+    def start(self) -> Any:
+        """State before the first generated token."""
+        ...
+
+    def allowed(self, state: Any) -> Sequence[int] | None:
+        """Token ids allowed next, or None when the candidate is free."""
+        ...
+
+    def advance(self, state: Any, token_id: int) -> Any:
+        """State after the candidate took ``token_id``."""
+        ...
 
 
 @dataclass
@@ -29,8 +51,6 @@ class GenerationRequest:
     top_p: float = 0.95
     seed: int | None = None
     stop: StopCheck | None = None
-    # Token ids that end a candidate besides the backend's EOS ids (FIM end tokens).
-    stop_token_ids: tuple[int, ...] = ()
     # time.monotonic() value after which decoding stops and returns what it has.
     deadline: float | None = None
     # Set by the caller (a newer request, $/cancelRequest) to abandon the work.
@@ -41,6 +61,8 @@ class GenerationRequest:
     # template's own special tokens (<|file_sep|>, <EOT>, ...), which the text
     # stop check never sees because detokenize skips special tokens.
     stop_token_ids: frozenset[int] = frozenset()
+    # Restricts the first tokens of every candidate (token alignment); None = free.
+    constraint: Constraint | None = None
 
 
 @dataclass
@@ -98,6 +120,12 @@ class Backend(Protocol):
 
     def special_token_id(self, token: str) -> int | None:
         """Id of a special token such as ``<|fim_prefix|>``, or None."""
+        ...
+
+    def vocabulary(self) -> list[bytes]:
+        """The bytes each token id adds to running text (b"" for special and
+        control tokens), indexed by id. Optional: a backend without logit
+        access (remote) lacks it and gets the word-boundary fallback."""
         ...
 
     def generate(self, request: GenerationRequest) -> GenerationResult:

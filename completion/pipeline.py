@@ -1,8 +1,10 @@
 """The completion entry point the language server calls.
 
 One request runs: gate (none / single / multi), cut the context to the token
-budget, assemble the prompt for the model family, one ``generate`` call for all
-candidates, post-process, and map the results back onto the document.
+budget, assemble the prompt for the model family, token alignment (back off
+the partial last tokens; see alignment.py), one ``generate`` call for all
+candidates, strip the reproduced text, post-process, and map the results back
+onto the document.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from .backend import Backend, GenerationRequest, GenerationResult
+from .alignment import AlignmentConstraint, aligned_stop, strip_reproduced, token_backoff, vocabulary_index, word_backoff
+from .backend import Backend, Constraint, GenerationRequest, GenerationResult
 from .context import build_context, token_budget
 from .gating import MAX_LINES, decide, stop_check
 from .postprocess import postprocess
@@ -36,6 +39,8 @@ class CompletionRequest:
     cancel: threading.Event | None = None
     request_id: str = ""  # for log lines
     reuse_prefix: bool = True
+    # Back off the partial last tokens and make the model reproduce them.
+    token_alignment: bool = True
 
 
 @dataclass
@@ -83,9 +88,25 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
 
     fmt = select_format(backend)
     budget = token_budget(request.context_tokens, backend.max_context, request.max_new_tokens, fmt.overhead)
+    index = vocabulary_index(backend) if request.token_alignment else None
+    removed = ""
+    prompt_prefix = prefix
+    if request.token_alignment and index is None:
+        # No logits to mask (remote backend): end the prompt before the last
+        # word and keep only the candidates that retype it.
+        prompt_prefix, removed = word_backoff(prefix)
     # Prefix-only models never see the suffix: the whole budget goes to the prefix.
-    context = build_context(prefix, suffix if fmt.fim else "", backend.tokenize, budget, lead=fmt.prefix_lead)
+    context = build_context(prompt_prefix, suffix if fmt.fim else "", backend.tokenize, budget, lead=fmt.prefix_lead)
     prompt_ids = fmt.build(context.prefix.ids, context.suffix.ids)
+    constraint: Constraint | None = None
+    if index is not None:
+        backoff = token_backoff(context.prefix.ids, fmt.prefix_lead + context.prefix.text, index.vocabulary)
+        backed_off = fmt.build(backoff.ids, context.suffix.ids) if backoff is not None else []
+        if backed_off:
+            prompt_ids, removed = backed_off, backoff.removed
+            constraint = AlignmentConstraint(index, backoff.removed_bytes)
+    if removed:
+        logger.debug("[%s] alignment: %r backed off (%s)", rid, removed, "constrained" if constraint else "filtered")
     logger.debug(
         "[%s] prompt: %s, %d tokens (prefix %d, suffix %d, budget %d)",
         rid, fmt.template.family if fmt.template else "prefix-only", len(prompt_ids),
@@ -100,14 +121,15 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         n=request.n,
         max_new_tokens=request.max_new_tokens,
         temperature=request.temperature,
-        stop=stop_check(decision),
+        stop=aligned_stop(stop_check(decision), removed),
         deadline=request.deadline,
         cancel=request.cancel,
         reuse_prefix=request.reuse_prefix,
         stop_token_ids=fmt.stop_ids,
+        constraint=constraint,
     ))
     cleaned = postprocess(
-        generation.candidates,
+        strip_reproduced(generation.candidates, removed),
         line_after=decision.line_after,
         line_before=decision.line_before,
         suffix=suffix,

@@ -4,6 +4,11 @@ One request = prefill the prompt tokens that are not already in the KV cache
 (batch 1), then decode n candidates together; the first candidate is greedy,
 the others sample with temperature and top-p. Each step checks EOS/stop
 tokens, the caller's text stop rule, the deadline and the cancel flag.
+
+A request's constraint (token alignment) masks each candidate's logits to its
+allowed tokens while that candidate is constrained; the next mask depends on
+the token just sampled, so those steps read the tokens every step, and the
+batched host sync resumes once every candidate is free.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 import random
 import time
+from array import array
+from typing import Sequence
 
 import torch
 
@@ -58,6 +65,33 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
         tokens[1:] = _sample_rows(probs, top_p, generator)
     chosen = logits.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, chosen - torch.logsumexp(logits, dim=-1)
+
+
+def _index(ids: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Token ids as an int64 index tensor (an ``array('q')`` without a Python loop)."""
+    if isinstance(ids, array) and ids.typecode == "q" and len(ids):
+        return torch.frombuffer(ids, dtype=torch.int64).to(device)
+    return torch.tensor(list(ids), dtype=torch.int64, device=device)
+
+
+def constrain(logits: torch.Tensor, allowed: list[Sequence[int] | None]) -> torch.Tensor:
+    """logits [n, V] with row i at -inf outside ``allowed[i]`` (None: row untouched).
+
+    A new tensor: the decoder's output may be a CUDA graph's static buffer.
+    Rows with the same allowed object share one index tensor.
+    """
+    out = logits.clone()
+    indices: dict[int, torch.Tensor] = {}
+    for i, ids in enumerate(allowed):
+        if ids is None:
+            continue
+        idx = indices.get(id(ids))
+        if idx is None:
+            idx = indices[id(ids)] = _index(ids, logits.device)
+        keep = out[i, idx]
+        out[i].fill_(float("-inf"))
+        out[i, idx] = keep
+    return out
 
 
 class Generator:
@@ -145,7 +179,15 @@ class Generator:
         scores = [0.0] * n
         finish: list[str | None] = [None] * n
         texts: list[str | None] = [None] * n
-        tokens, logprobs = sample(logits.expand(n, -1), req.temperature, req.top_p, gen)
+        # Per-candidate constraint states (token alignment); the constrained
+        # phase needs every token on the host before the next step's mask.
+        constraint = req.constraint
+        states = [constraint.start() for _ in range(n)] if constraint is not None else []
+        allowed = [constraint.allowed(st) for st in states] if constraint is not None else []
+        logits = logits.expand(n, -1)
+        if any(a is not None for a in allowed):
+            logits = constrain(logits, allowed)
+        tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
         # Sampled tokens stay on the device; the host looks at them every
         # `sync_every` steps (one transfer), so a GPU never waits per token.
         # A candidate that stops mid-chunk wastes at most sync_every - 1 steps.
@@ -154,12 +196,17 @@ class Generator:
         for step in range(max_new):
             pending.append((tokens, logprobs))
             last = step == max_new - 1
-            if len(pending) >= self.sync_every or last:
+            constrained = any(a is not None for a in allowed)
+            if len(pending) >= self.sync_every or last or constrained:
                 host_tokens = torch.stack([t for t, _ in pending]).tolist()
                 host_lps = torch.stack([lp for _, lp in pending]).tolist()
                 pending = []
                 for tok_row, lp_row in zip(host_tokens, host_lps):
                     self._take(tok_row, lp_row, ids, req, stop_ids, generated, scores, finish, texts)
+                if constrained:  # only one row is pending here
+                    states = [constraint.advance(st, t) if a is not None else st
+                              for st, t, a in zip(states, host_tokens[-1], allowed)]
+                    allowed = [constraint.allowed(st) if a is not None else None for st, a in zip(states, allowed)]
                 if all(f is not None for f in finish) or last:
                     break
                 if req.cancel is not None and req.cancel.is_set():
@@ -170,6 +217,8 @@ class Generator:
                     finish = [f or "deadline" for f in finish]
                     break
             logits = self.decoder(tokens, prompt_len, step)
+            if any(a is not None for a in allowed):
+                logits = constrain(logits, allowed)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
             steps += 1
         t2 = time.perf_counter()

@@ -116,6 +116,9 @@ class LocalBackend:
     def special_token_id(self, token: str) -> int | None:
         return self.tokenizer.special_token_id(token)
 
+    def vocabulary(self) -> list[bytes]:
+        return self.tokenizer.vocabulary()
+
     def generate(self, request: GenerationRequest) -> GenerationResult:
         with self._lock:
             try:

@@ -3,10 +3,39 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _byte_level_table() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode, inverted: the character that stands for each byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _piece_bytes(piece: str, byte_level: dict[str, int] | None) -> bytes:
+    """Bytes a vocabulary string stands for (byte-level BPE or SentencePiece)."""
+    if byte_level is not None:
+        try:
+            return bytes(byte_level[c] for c in piece)
+        except KeyError:  # not a byte-level string (an added token): literal text
+            return piece.encode("utf-8")
+    m = _BYTE_TOKEN.fullmatch(piece)
+    if m:  # SentencePiece byte fallback: one raw byte, maybe part of a character
+        return bytes([int(m.group(1), 16)])
+    return piece.replace("\u2581", " ").encode("utf-8")
 
 
 class Tokenizer:
@@ -24,6 +53,7 @@ class Tokenizer:
         self.bos_id = bos_id if add_bos else None
         self._special = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self._vocabulary: list[bytes] | None = None
         # SentencePiece-style tokenizers (Llama, CodeLlama) prepend a space to every
         # text they encode; prompt parts are concatenated by id, so that space must
         # not appear. Such text is encoded after a newline sentinel, which is dropped.
@@ -78,6 +108,30 @@ class Tokenizer:
     def special_token_id(self, token: str) -> int | None:
         """Id of a special (added) token, or None when the vocabulary lacks it."""
         return self._special.get(token)
+
+    def vocabulary(self) -> list[bytes]:
+        """The bytes each id adds to running text; b"" for special tokens. Cached.
+
+        Byte-level BPE (GPT-2, Qwen, StarCoder2) spells bytes with the
+        bytes_to_unicode characters; SentencePiece (Gemma, Llama) spells a space
+        as "\u2581" and an unencodable byte as "<0xXX>", so a token may hold
+        part of a UTF-8 character. Added non-special tokens ("\\n", "  " in
+        Gemma) are their literal text.
+        """
+        if self._vocabulary is not None:
+            return self._vocabulary
+        decoder = json.loads(self._tok.decoder.__getstate__()) if self._tok.decoder is not None else {}
+        byte_level = _byte_level_table() if "ByteLevel" in json.dumps(decoder) else None
+        vocab = [b""] * self.vocab_size
+        for piece, i in self._tok.get_vocab(with_added_tokens=False).items():
+            if i < self.vocab_size:
+                vocab[i] = _piece_bytes(piece, byte_level)
+        for i, added in self._tok.get_added_tokens_decoder().items():
+            if i < self.vocab_size:
+                # An added token matches its content literally in the input text.
+                vocab[i] = b"" if added.special else added.content.encode("utf-8")
+        self._vocabulary = vocab
+        return vocab
 
     def token_bytes(self, token_id: int) -> str:
         """The raw vocabulary string of a token (for debugging and alignment)."""

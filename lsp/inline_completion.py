@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
+
+from tealtab.completion.typed_ahead import TypedAheadCache
 
 from . import positions
 from .log import RequestLog
@@ -18,8 +21,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# One typed-ahead cache per server (kept here so the server class stays as it is).
+_typed_ahead: "weakref.WeakKeyDictionary[TealtabServer, TypedAheadCache]" = weakref.WeakKeyDictionary()
+
+
 def _empty() -> types.InlineCompletionList:
     return types.InlineCompletionList(items=[])
+
+
+def typed_ahead_cache(server: TealtabServer) -> TypedAheadCache:
+    """The server's typed-ahead cache (created on first use)."""
+    cache = _typed_ahead.get(server)
+    if cache is None:
+        cache = _typed_ahead[server] = TypedAheadCache()
+    return cache
+
+
+def _items_at(texts: list[str], text: str, offset: int, encoding: str, starts) -> list[types.InlineCompletionItem]:
+    where = positions.range_at(text, offset, offset, encoding, starts)
+    return [types.InlineCompletionItem(insert_text=t, range=where) for t in texts]
 
 
 async def inline_completion(
@@ -46,6 +66,16 @@ async def inline_completion(
             "%s line %d col %d (%s) -> offset %d of %d",
             uri, params.position.line, params.position.character, encoding, offset, len(text),
         )
+        # The completion on screen, minus what was typed since: no model needed.
+        # An explicit request (Invoked) asks for fresh candidates; the tag ties
+        # an entry to the model and settings that made it.
+        cache = typed_ahead_cache(server)
+        explicit = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        hit = None if explicit else cache.lookup(uri, text, offset, (server.model_name, settings))
+        if hit is not None:
+            log.info("typed-ahead cache hit: %d item(s) after %r in %.1f ms", len(hit.items), hit.typed,
+                     1000 * (time.monotonic() - started))
+            return types.InlineCompletionList(items=_items_at(hit.items, text, offset, encoding, starts))
         if not await server.wait_for_model():
             log.info("no model loaded%s", f" ({server.load_error})" if server.load_error else "")
             return _empty()
@@ -65,9 +95,8 @@ async def inline_completion(
             context_tokens=settings.context_tokens,
             cancel=inflight.cancel,
             request_id=inflight.request_id,
+            token_alignment=settings.token_alignment,
         )
-        if hasattr(request, "token_alignment"):
-            request.token_alignment = settings.token_alignment
         outcome = await asyncio.wrap_future(server.worker.complete(request))
     except asyncio.CancelledError:
         inflight.cancel.set()
@@ -96,6 +125,9 @@ async def inline_completion(
         )
         for item in outcome.items
     ]
+    # Only insertions at the cursor can be continued by typing.
+    cache.store(uri, text, offset, [i.insert_text for i in outcome.items if i.start == i.end == offset],
+                (server.model_name, settings))
     generation = getattr(outcome, "generation", None)
     log.info(
         "%d item(s) in %.0f ms: mode=%s prompt_tokens=%s reused_tokens=%s decode_steps=%s",

@@ -16,6 +16,8 @@ def chars(text: str) -> list[int]:
 def request(doc: str, language: str = "python", **kw) -> CompletionRequest:
     """A request on ``doc`` with "|" marking the cursor."""
     offset = doc.index("|")
+    # These tests pin the prompt; alignment's back-off is tested in test_alignment.py.
+    kw.setdefault("token_alignment", False)
     return CompletionRequest(doc[:offset] + doc[offset + 1:], offset, language, **kw)
 
 

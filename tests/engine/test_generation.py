@@ -118,3 +118,35 @@ def test_second_start_of_builtin_model_does_not_convert_again(builtin_backend, m
 
     monkeypatch.setattr(loading, "convert_gguf", no_conversion)
     assert loading.resolve_model_dir("builtin:gemma-3-270m") == loading.builtin_converted_dir()
+
+
+class _Forced:
+    """A constraint that allows exactly ``ids[k]`` at step k, then nothing more."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+    def start(self) -> int:
+        return 0
+
+    def allowed(self, k: int):
+        return [self.ids[k]] if k < len(self.ids) else None
+
+    def advance(self, k: int, token_id: int) -> int:
+        assert token_id == self.ids[k]
+        return k + 1
+
+
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_constraint_masks_every_candidate_then_frees_them(backend, sync_every, monkeypatch):
+    # sync_every=4 is the batched-sync path a GPU takes: constrained steps still read every token.
+    monkeypatch.setattr(backend._generator, "sync_every", sync_every)
+    forced = backend.tokenize(" zebra(")[:3]
+    free = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=1, max_new_tokens=8, temperature=0,
+                                              reuse_prefix=False))
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=3, max_new_tokens=8, temperature=1.0,
+                                             seed=3, reuse_prefix=False, constraint=_Forced(forced)))
+    assert free.candidates[0].token_ids[: len(forced)] != forced
+    for cand in res.candidates:
+        assert cand.token_ids[: len(forced)] == forced
+    assert any(len(c.token_ids) > len(forced) for c in res.candidates)  # then free
