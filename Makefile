@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[builtin,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[builtin,dev,editors]"
 	touch $@
 
 demo: setup

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from lsprotocol import types
 
+from . import acceptance, status
 from .inline_completion import inline_completion
 from .positions import normalize_encoding
 from .server import TealtabServer
@@ -54,9 +56,16 @@ def register(server: TealtabServer) -> None:
     async def on_inline_completion(
         ls: TealtabServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        return await inline_completion(ls, params)
+        started = time.monotonic()
+        result = await inline_completion(ls, params)
+        if result.items:  # an empty answer (superseded, nothing to offer) says little
+            ls.last_latency_ms = 1000 * (time.monotonic() - started)
+        return result
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: TealtabServer, params: None) -> None:
         logger.info("shutdown requested")
         ls.inflight.cancel_all()
+
+    acceptance.register(server)
+    status.register(server)

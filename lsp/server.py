@@ -55,6 +55,8 @@ class TealtabServer(LanguageServer):
         self.model_name: str | None = None
         self.load_error: str | None = None
         self.model_loading: asyncio.Task | None = None
+        # Request-to-answer time of the last inline completion (tealtab/status).
+        self.last_latency_ms: float | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # -- settings and model ------------------------------------------------
