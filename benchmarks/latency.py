@@ -4,10 +4,12 @@
    a real source file is removed and typed back one character at a time; after
    every keystroke the client sends an incremental didChange and an inline
    completion request, and waits for the answer (an editor that shows ghost
-   text while typing). Run twice: with the prefix KV reuse on and off
-   (TEALTAB_PREFIX_REUSE=0), and prints p50/p95 latency of the warm
-   single-line requests (text before the cursor on its line, not the first
-   request).
+   text while typing). Sessions: "default" (what a user gets: typed-ahead
+   cache, prefix KV reuse, token alignment), then with the typed-ahead cache
+   off (TEALTAB_TYPED_AHEAD=0, every keystroke reaches the model): prefix
+   reuse on, off (TEALTAB_PREFIX_REUSE=0), and token alignment off. Prints
+   p50/p95 latency of the warm single-line requests (text before the cursor
+   on its line, not the first request).
 2. Time from initialize to the first inline completion, model cached.
 3. Decode tokens/s of the engine's own loop against Hugging Face ``generate``
    on the same model, prompt and token count, in this process.
@@ -52,12 +54,11 @@ def line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (before.rfind("\n") + 1)
 
 
-async def typing_session(path: Path, start_line: int, chars: int, settings: dict, reuse: bool) -> dict:
+async def typing_session(path: Path, start_line: int, chars: int, settings: dict, env: dict) -> dict:
     """Type the region back keystroke by keystroke; latency of every request."""
     from tealtab.lsp.testing import start_server
 
     doc, offset, to_type = session_script(path, start_line, chars)
-    env = {"TEALTAB_PREFIX_REUSE": "1" if reuse else "0"}
     uri = path.resolve().as_uri()
     records = []
     async with start_server(settings, log_level="info", env=env) as session:
@@ -82,7 +83,7 @@ async def typing_session(path: Path, start_line: int, chars: int, settings: dict
                             "first_item": (items[0].insert_text if items else "")})
     warm = [r["ms"] for r in records if r["single_line"]]
     return {
-        "reuse": reuse,
+        "env": env,
         "first_completion_after_initialize_ms": first_ms,
         "requests": len(records),
         "warm_single_line_requests": len(warm),
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--skip-decode", action="store_true", help="skip the tokens/s comparison")
+    parser.add_argument("--sessions", nargs="+",
+                        default=["default", "model_reuse_on", "model_reuse_off", "model_alignment_off"],
+                        choices=["default", "model_reuse_on", "model_reuse_off", "model_alignment_off"])
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latency-<date>.json)")
     args = parser.parse_args(argv)
 
@@ -167,24 +171,39 @@ def main(argv: list[str] | None = None) -> int:
         "file": str(path), "start_line": args.start_line, "chars": args.chars, "settings": settings,
     }
     sessions = {}
-    for reuse in (True, False):
-        print(f"typing session, prefix reuse {'on' if reuse else 'off'} ...", flush=True)
-        sessions["reuse_on" if reuse else "reuse_off"] = asyncio.run(
-            typing_session(path, args.start_line, args.chars, settings, reuse))
+    # "default" is what a user gets (typed-ahead cache, prefix reuse, alignment);
+    # the model_* sessions turn the typed-ahead cache off so that every
+    # keystroke reaches the model, and change one thing each.
+    model_only = {"TEALTAB_TYPED_AHEAD": "0"}
+    runs = {
+        "default": (settings, {}),
+        "model_reuse_on": (settings, model_only),
+        "model_reuse_off": (settings, {**model_only, "TEALTAB_PREFIX_REUSE": "0"}),
+        "model_alignment_off": ({**settings, "tokenAlignment": False}, model_only),
+    }
+    for name in args.sessions:
+        session_settings, env = runs[name]
+        print(f"typing session {name} ...", flush=True)
+        sessions[name] = asyncio.run(typing_session(path, args.start_line, args.chars, session_settings, env))
     report["sessions"] = sessions
-    on, off = sessions["reuse_on"], sessions["reuse_off"]
-    report["p50_ratio_reuse_on_over_off"] = on["p50_ms"] / off["p50_ms"]
+    ratios = {"p50_ratio_reuse_on_over_off": ("model_reuse_on", "model_reuse_off"),
+              "p50_ratio_alignment_on_over_off": ("model_reuse_on", "model_alignment_off")}
+    for key, (a, b) in ratios.items():
+        if a in sessions and b in sessions:
+            report[key] = sessions[a]["p50_ms"] / sessions[b]["p50_ms"]
     if not args.skip_decode:
         print("decode speed: own loop vs transformers generate ...", flush=True)
         doc, offset, _ = session_script(path, args.start_line, args.chars)
         report["decode"] = decode_speed(model_dir, doc[max(0, offset - 3000):offset], args.decode_tokens)
 
     print()
-    print(f"{'session':<12}{'requests':>9}{'warm 1-line':>12}{'p50 ms':>9}{'p95 ms':>9}{'first ms':>10}")
+    print(f"{'session':<22}{'requests':>9}{'warm 1-line':>12}{'p50 ms':>9}{'p95 ms':>9}{'first ms':>10}")
     for name, s in sessions.items():
-        print(f"{name:<12}{s['requests']:>9}{s['warm_single_line_requests']:>12}{s['p50_ms']:>9.0f}"
+        print(f"{name:<22}{s['requests']:>9}{s['warm_single_line_requests']:>12}{s['p50_ms']:>9.0f}"
               f"{s['p95_ms']:>9.0f}{s['first_completion_after_initialize_ms']:>10.0f}")
-    print(f"p50 ratio reuse on / off: {report['p50_ratio_reuse_on_over_off']:.2f}")
+    for key in ("p50_ratio_reuse_on_over_off", "p50_ratio_alignment_on_over_off"):
+        if key in report:
+            print(f"{key}: {report[key]:.2f}")
     if "decode" in report:
         d = report["decode"]
         print(f"\n{'decoder':<24}{'tok/s':>8}")

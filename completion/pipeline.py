@@ -14,7 +14,16 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from .alignment import AlignmentConstraint, aligned_stop, strip_reproduced, token_backoff, vocabulary_index, word_backoff
+from .alignment import (
+    AlignmentConstraint,
+    IndexNotReady,
+    aligned_stop,
+    warm_vocabulary_index,
+    strip_reproduced,
+    token_backoff,
+    vocabulary_index,
+    word_backoff,
+)
 from .backend import Backend, Constraint, GenerationRequest, GenerationResult
 from .context import build_context, token_budget
 from .gating import MAX_LINES, decide, stop_check
@@ -88,10 +97,18 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
 
     fmt = select_format(backend)
     budget = token_budget(request.context_tokens, backend.max_context, request.max_new_tokens, fmt.overhead)
-    index = vocabulary_index(backend) if request.token_alignment else None
+    align = request.token_alignment
+    warm_later = False
+    try:
+        index = vocabulary_index(backend) if align else None
+    except IndexNotReady:
+        # Right after a model load the index is not built yet: this request goes
+        # without alignment rather than waiting; the build starts once it is done.
+        logger.info("[%s] token alignment skipped: vocabulary index not ready", rid)
+        index, align, warm_later = None, False, True
     removed = ""
     prompt_prefix = prefix
-    if request.token_alignment and index is None:
+    if align and index is None:
         # No logits to mask (remote backend): end the prompt before the last
         # word and keep only the candidates that retype it.
         prompt_prefix, removed = word_backoff(prefix)
@@ -114,6 +131,8 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     )
     if request.cancel is not None and request.cancel.is_set():
         logger.debug("[%s] cancelled before generation", rid)
+        if warm_later:
+            warm_vocabulary_index(backend)
         return CompletionOutcome([], decision.mode, None, len(prompt_ids))
 
     generation = backend.generate(GenerationRequest(
@@ -141,4 +160,6 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         "[%s] %s: %d of %d candidates kept, prompt %d tokens (%d reused)",
         rid, decision.mode, len(items), len(generation.candidates), len(prompt_ids), generation.reused_tokens,
     )
+    if warm_later:
+        warm_vocabulary_index(backend)
     return CompletionOutcome(items, decision.mode, generation, len(prompt_ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+# TEALTAB_TYPED_AHEAD=0 sends every request to the model (to measure model latency).
+TYPED_AHEAD = os.environ.get("TEALTAB_TYPED_AHEAD", "1").strip().lower() not in ("0", "false", "off", "no")
 
 # One typed-ahead cache per server (kept here so the server class stays as it is).
 _typed_ahead: "weakref.WeakKeyDictionary[TealtabServer, TypedAheadCache]" = weakref.WeakKeyDictionary()
@@ -71,7 +75,8 @@ async def inline_completion(
         # an entry to the model and settings that made it.
         cache = typed_ahead_cache(server)
         explicit = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        hit = None if explicit else cache.lookup(uri, text, offset, (server.model_name, settings))
+        use_cache = not explicit and TYPED_AHEAD
+        hit = cache.lookup(uri, text, offset, (server.model_name, settings)) if use_cache else None
         if hit is not None:
             log.info("typed-ahead cache hit: %d item(s) after %r in %.1f ms", len(hit.items), hit.typed,
                      1000 * (time.monotonic() - started))

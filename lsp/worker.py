@@ -78,6 +78,9 @@ class ModelWorker:
             raise ModelLoadFailed(f"tealtab could not load {model}: {exc}") from exc
         self.backend = backend
         self.model = model
+        from tealtab.completion.alignment import defer_vocabulary_index
+
+        defer_vocabulary_index(backend)
         logger.info("model %s loaded (%s, family %s)", model, getattr(backend, "name", "?"),
                     getattr(backend, "family", "?"))
         return model

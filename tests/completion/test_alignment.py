@@ -286,3 +286,28 @@ def test_builtin_model_completes_a_half_indented_line(builtin_backend):
     out = complete(builtin_backend, CompletionRequest(text, len(text), "python", n=1, max_new_tokens=16))
     line = (text + out.items[0].insert_text).splitlines()[-1]
     assert line.startswith(" " * 8) and not line.startswith(" " * 9) and line.strip()
+
+
+def test_deferred_index_is_built_in_the_background_after_the_first_request():
+    from tealtab.completion.alignment import (
+        IndexNotReady,
+        _warming,
+        defer_vocabulary_index,
+        vocabulary_index,
+        warm_vocabulary_index,
+    )
+
+    class VocabBackend:
+        def vocabulary(self):
+            return [b"", b"a", b"ab", b" ", b"  "]
+
+    backend = VocabBackend()
+    defer_vocabulary_index(backend)
+    with pytest.raises(IndexNotReady):
+        vocabulary_index(backend)
+    warm_vocabulary_index(backend)
+    assert _warming[backend].wait(10)
+    index = vocabulary_index(backend)
+    assert sorted(index.allowed(b"a")) == [1, 2]
+    # Without deferral (a one-shot CLI run) the index is built on the spot.
+    assert vocabulary_index(VocabBackend()) is not None
