@@ -132,7 +132,7 @@ class Generator:
             start = end
         return logits, reused
 
-    def _take(self, tok_row: list[int], lp_row: list[float], ids: list[int], req: GenerationRequest,
+    def _take(self, tok_row: list[int], lp_row: list[float], text_of, req: GenerationRequest,
               stop_ids: frozenset[int], generated: list[list[int]], scores: list[float],
               finish: list[str | None], texts: list[str | None]) -> None:
         """Append one step's sampled tokens to the live candidates and apply the stop rules."""
@@ -145,7 +145,7 @@ class Generator:
             generated[i].append(t)
             scores[i] += lp_row[i]
             if req.stop is not None:
-                text = self.tokenizer.decode_continuation(ids, generated[i])
+                text = text_of(generated[i])
                 keep = req.stop(text)
                 if keep is not None:
                     finish[i], texts[i] = "stop", text[:keep]
@@ -175,6 +175,7 @@ class Generator:
             return result
 
         prompt_len = len(ids)
+        text_of = self.tokenizer.continuation_decoder(ids)
         generated: list[list[int]] = [[] for _ in range(n)]
         scores = [0.0] * n
         finish: list[str | None] = [None] * n
@@ -202,7 +203,7 @@ class Generator:
                 host_lps = torch.stack([lp for _, lp in pending]).tolist()
                 pending = []
                 for tok_row, lp_row in zip(host_tokens, host_lps):
-                    self._take(tok_row, lp_row, ids, req, stop_ids, generated, scores, finish, texts)
+                    self._take(tok_row, lp_row, text_of, req, stop_ids, generated, scores, finish, texts)
                 if constrained:  # only one row is pending here
                     states = [constraint.advance(st, t) if a is not None else st
                               for st, t, a in zip(states, host_tokens[-1], allowed)]
@@ -230,7 +231,7 @@ class Generator:
         cache.tokens = ids + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
 
         for i in range(n):
-            text = texts[i] if texts[i] is not None else self.tokenizer.decode_continuation(ids, generated[i])
+            text = texts[i] if texts[i] is not None else text_of(generated[i])
             result.candidates.append(Candidate(text=text, token_ids=generated[i], logprob=scores[i],
                                                finish_reason=finish[i] or "length"))
         result.decode_ms = (t2 - t1) * 1000

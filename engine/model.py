@@ -41,20 +41,21 @@ class Linear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
-        self.weight_lowp = None
+        self.weight_lowp = self.bias_lowp = None
         if lowp is not None and lowp != weight.dtype:
             self.weight_lowp = nn.Parameter(weight.to(lowp), requires_grad=False)
+            if bias is not None:
+                self.bias_lowp = nn.Parameter(bias.to(lowp), requires_grad=False)
 
     @property
     def out_features(self) -> int:
         return self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
+        w, bias = self.weight, self.bias
         rows = x.numel() // x.shape[-1]
         if self.weight_lowp is not None and rows <= self.LOWP_MAX_ROWS:
-            w = self.weight_lowp
-        bias = None if self.bias is None else self.bias.to(w.dtype)
+            w, bias = self.weight_lowp, self.bias_lowp
         xw = x.to(w.dtype)
         if w.device.type == "cpu" and 1 < rows <= self.SMALL_BATCH_ROWS:
             # A few rows (n candidates): W @ x^T streams the weight once, while

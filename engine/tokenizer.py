@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -89,21 +89,24 @@ class Tokenizer:
         """Text of ``ids`` with special tokens skipped."""
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
-    def decode_continuation(self, context: Sequence[int], new: Sequence[int]) -> str:
-        """Text that ``new`` adds after ``context``.
+    def continuation_decoder(self, context: Sequence[int]) -> Callable[[Sequence[int]], str]:
+        """A function giving the text that new tokens add after ``context``.
 
-        Decoding ``new`` alone loses leading spaces with some decoders (SentencePiece
-        strips one); decoding a few context tokens with it and removing their text
-        gives exactly the characters the new tokens contribute.
+        Decoding new tokens alone loses leading spaces with some decoders
+        (SentencePiece strips one); decoding a few context tokens with them and
+        removing the context's text gives exactly the characters they add. The
+        context's text is decoded once here, not once per generated token.
         """
         tail = list(context[-4:])
-        if not tail:
-            return self.decode(new)
-        before = self.decode(tail)
-        full = self.decode(tail + list(new))
-        if full.startswith(before):
-            return full[len(before):]
-        return self.decode(new)
+        before = self.decode(tail) if tail else ""
+
+        def text_of(new: Sequence[int]) -> str:
+            if not tail:
+                return self.decode(new)
+            full = self.decode(tail + list(new))
+            return full[len(before):] if full.startswith(before) else self.decode(new)
+
+        return text_of
 
     def special_token_id(self, token: str) -> int | None:
         """Id of a special (added) token, or None when the vocabulary lacks it."""

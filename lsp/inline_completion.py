@@ -6,12 +6,10 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from tealtab.completion.typed_ahead import TypedAheadCache
 
 from . import positions
 from .log import RequestLog
@@ -25,20 +23,9 @@ logger = logging.getLogger(__name__)
 # TEALTAB_TYPED_AHEAD=0 sends every request to the model (to measure model latency).
 TYPED_AHEAD = os.environ.get("TEALTAB_TYPED_AHEAD", "1").strip().lower() not in ("0", "false", "off", "no")
 
-# One typed-ahead cache per server (kept here so the server class stays as it is).
-_typed_ahead: "weakref.WeakKeyDictionary[TealtabServer, TypedAheadCache]" = weakref.WeakKeyDictionary()
-
 
 def _empty() -> types.InlineCompletionList:
     return types.InlineCompletionList(items=[])
-
-
-def typed_ahead_cache(server: TealtabServer) -> TypedAheadCache:
-    """The server's typed-ahead cache (created on first use)."""
-    cache = _typed_ahead.get(server)
-    if cache is None:
-        cache = _typed_ahead[server] = TypedAheadCache()
-    return cache
 
 
 def _items_at(texts: list[str], text: str, offset: int, encoding: str, starts) -> list[types.InlineCompletionItem]:
@@ -73,7 +60,7 @@ async def inline_completion(
         # The completion on screen, minus what was typed since: no model needed.
         # An explicit request (Invoked) asks for fresh candidates; the tag ties
         # an entry to the model and settings that made it.
-        cache = typed_ahead_cache(server)
+        cache = server.typed_ahead
         explicit = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         use_cache = not explicit and TYPED_AHEAD
         hit = cache.lookup(uri, text, offset, (server.model_name, settings)) if use_cache else None
@@ -133,12 +120,11 @@ async def inline_completion(
     # Only insertions at the cursor can be continued by typing.
     cache.store(uri, text, offset, [i.insert_text for i in outcome.items if i.start == i.end == offset],
                 (server.model_name, settings))
-    generation = getattr(outcome, "generation", None)
+    generation = outcome.generation
     log.info(
-        "%d item(s) in %.0f ms: mode=%s prompt_tokens=%s reused_tokens=%s decode_steps=%s",
-        len(items), latency_ms, getattr(outcome, "mode", "?"),
-        getattr(outcome, "prompt_tokens", "?"),
-        getattr(generation, "reused_tokens", "-"),
-        getattr(generation, "decode_steps", "-"),
+        "%d item(s) in %.0f ms: mode=%s prompt_tokens=%d reused_tokens=%s decode_steps=%s",
+        len(items), latency_ms, outcome.mode, outcome.prompt_tokens,
+        "-" if generation is None else generation.reused_tokens,
+        "-" if generation is None else generation.decode_steps,
     )
     return types.InlineCompletionList(items=items)

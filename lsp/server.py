@@ -12,6 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import FeatureNotificationError, FeatureRequestError
 from pygls.lsp.server import LanguageServer
 
+from tealtab.completion.typed_ahead import TypedAheadCache
 from .documents import DocumentStore
 from .model_loading import load_model
 from .parent_watch import watch_parent
@@ -57,6 +58,8 @@ class TealtabServer(LanguageServer):
         self.model_loading: asyncio.Task | None = None
         # Request-to-answer time of the last inline completion (tealtab/status).
         self.last_latency_ms: float | None = None
+        # The completions on screen, so that typing their first characters needs no model.
+        self.typed_ahead = TypedAheadCache()
         self._tasks: set[asyncio.Task] = set()
 
     # -- settings and model ------------------------------------------------

@@ -27,11 +27,12 @@ def test_stop_check_truncates_and_finishes(backend):
         seen.append(text)
         return 2 if len(text) >= 5 else None
 
-    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=2, max_new_tokens=64, stop=stop))
-    for cand in res.candidates:
-        if cand.finish_reason == "stop":
-            assert len(cand.text) == 2
-    assert seen and all(isinstance(t, str) for t in seen)
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=2, max_new_tokens=64, stop=stop,
+                                             temperature=0))
+    stopped = [c for c in res.candidates if c.finish_reason == "stop"]
+    # Random weights rarely emit EOS within 64 tokens; greedy makes the run repeatable.
+    assert stopped, [c.finish_reason for c in res.candidates]
+    assert all(len(c.text) == 2 for c in stopped)
 
 
 def test_max_new_tokens_bounds_length(backend):
