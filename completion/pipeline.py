@@ -54,12 +54,18 @@ class CompletionRequest:
 
 @dataclass
 class CompletionItem:
-    """Text to insert, replacing ``text[start:end]`` of the document."""
+    """Text to insert, replacing ``text[start:end]`` of the document.
+
+    ``end`` passes the cursor when the completion also writes characters the
+    editor auto-closed after it (``foo(|)`` + ``x)`` replaces the ``)``):
+    ``replaced_after`` of them, all on the cursor's line.
+    """
 
     insert_text: str
     start: int  # code-point offset of the replaced range start (== offset when nothing is replaced)
-    end: int  # code-point offset of the replaced range end
+    end: int  # code-point offset of the replaced range end (offset + replaced_after)
     score: float  # mean logprob
+    replaced_after: int = 0  # characters after the cursor, on its line, that the item replaces
 
 
 @dataclass
@@ -154,8 +160,10 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         suffix=suffix,
         stop_factory=functools.partial(stop_check, decision, MAX_LINES),
         n=request.n,
+        context=decision.balance,
     )
-    items = [CompletionItem(c.text.replace("\n", eol), offset, offset, c.score) for c in cleaned]
+    items = [CompletionItem(c.text.replace("\n", eol), offset, offset + c.replace, c.score, c.replace)
+             for c in cleaned]
     logger.info(
         "[%s] %s: %d of %d candidates kept, prompt %d tokens (%d reused)",
         rid, decision.mode, len(items), len(generation.candidates), len(prompt_ids), generation.reused_tokens,

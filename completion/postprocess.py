@@ -1,17 +1,21 @@
 """Turn raw candidates into the completions worth showing.
 
 Each candidate is cut by the stop rule, loses text that the document already
-has after the cursor, and loses trailing whitespace; then empty, repetitive
-and duplicate candidates are dropped and the rest ranked by mean
-log-probability, the greedy candidate first on ties. Text here uses "\\n"
-line ends; the pipeline converts to the document's.
+has after the cursor, is balanced against the brackets and quotes open at the
+cursor (balance.py: auto-closed characters it also writes become part of its
+replace range), and loses trailing whitespace; then empty, repetitive and
+duplicate candidates (the same document once accepted) are dropped and the
+rest ranked by mean log-probability, the greedy candidate first on ties. Text
+here uses "\\n" line ends; the pipeline converts to the document's.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from . import balance
 from .backend import Candidate, StopCheck
 
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -19,6 +23,7 @@ _OPENERS = frozenset(_CLOSERS.values())
 _QUOTES = frozenset("\"'`")
 # How many lines of the suffix a multi-line completion is compared against.
 _SUFFIX_LINES = 16
+_CLOSING_LINE = re.compile(r"([)\]}]|end\b)[)\]};,\s]*$")
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,20 @@ class Cleaned:
     text: str
     score: float  # mean log-probability of the raw candidate
     index: int  # position among the engine's candidates; 0 is greedy
+    # Characters after the cursor, on its line, that the text replaces.
+    replace: int = 0
 
 
 def apply_stop(text: str, stop: StopCheck | None) -> str:
-    """``text`` cut where ``stop`` says it is complete."""
+    """``text``, a finished candidate, cut where ``stop`` says it is complete.
+
+    The candidate's last line is complete (nothing more will be generated), so
+    the check sees it with a line end: a closing ``}`` is judged as a line.
+    """
     if stop is None:
         return text
-    keep = stop(text)
-    return text if keep is None else text[:keep]
+    keep = stop(text + "\n")
+    return text if keep is None else text[: min(keep, len(text))]
 
 
 def _unmatched(text: str) -> set[int]:
@@ -90,20 +101,29 @@ def trim_suffix_lines(text: str, suffix: str) -> str:
     follow the cursor's line in ``suffix``."""
     if "\n" not in text:
         return text
-    want = [line.strip() for line in suffix.split("\n")[1:_SUFFIX_LINES + 1] if line.strip()]
+    want = [_line_key(line) for line in suffix.split("\n")[1:_SUFFIX_LINES + 1] if line.strip()]
     if not want:
         return text
     lines = text.split("\n")
     offset = 0
     for i, line in enumerate(lines):
-        if line.strip() and line.strip() == want[0] and _follows(lines[i + 1:], want[1:]):
+        # The first line starts at the cursor: its indentation is not all there.
+        key = line.strip() if i == 0 else _line_key(line)
+        if line.strip() and key == want[0] and _follows(lines[i + 1:], want[1:]):
             return text[: max(0, offset - 1)]
         offset += len(line) + 1
     return text
 
 
+def _line_key(line: str) -> str:
+    """A line compared without its indentation, except a line that only closes
+    (``}``, ``end``): which block it closes is in its indentation."""
+    code = line.strip()
+    return line.rstrip() if _CLOSING_LINE.match(code) else code
+
+
 def _follows(lines: list[str], want: list[str]) -> bool:
-    code = [line.strip() for line in lines if line.strip()]
+    code = [_line_key(line) for line in lines if line.strip()]
     for j, line in enumerate(code):
         if j >= len(want):
             return False
@@ -141,19 +161,37 @@ def drop_leading_blank_lines(text: str, line_before: str) -> str:
     return text.lstrip(" \t")
 
 
-def clean(text: str, *, line_after: str, suffix: str, stop: StopCheck | None, line_before: str | None = None) -> str:
+def clean(text: str, *, line_after: str, suffix: str, stop: StopCheck | None, line_before: str | None = None,
+          context: balance.Context | None = None) -> str:
     """One candidate's text cut by ``stop``, trimmed of overlap with the text
-    after the cursor and of trailing whitespace. Empty when nothing is left."""
+    after the cursor and of trailing whitespace. Empty when nothing is left.
+    (The text of :func:`clean_with_range`.)"""
+    return clean_with_range(text, line_after=line_after, suffix=suffix, stop=stop, line_before=line_before,
+                            context=context)[0]
+
+
+def clean_with_range(text: str, *, line_after: str, suffix: str, stop: StopCheck | None,
+                     line_before: str | None = None, context: balance.Context | None = None) -> tuple[str, int]:
+    """One candidate's text and how many characters after the cursor it
+    replaces: cut by ``stop``, trimmed of the suffix's lines, balanced against
+    ``context`` (when given), trimmed of remaining overlap with the rest of
+    the line and of trailing whitespace. ``("", 0)`` when nothing is left."""
     text = apply_stop(text.replace("\r\n", "\n"), stop)
     if line_before is not None:
         text = drop_leading_blank_lines(text, line_before)
     text = trim_suffix_lines(text, suffix)
-    text = trim_line_overlap(text, line_after)
-    if not line_after.strip():
+    replace = 0
+    if context is not None:
+        text, replace = balance.fit(text, line_after, context)
+    if not replace:
+        text = trim_line_overlap(text, line_after)
+    if not line_after[replace:].strip():
         # Nothing follows on the line: trailing spaces and blank lines are noise.
         # Otherwise a trailing space may separate the completion from the suffix.
         text = text.rstrip()
-    return text if text.strip() else ""
+    if not text.strip() or text == line_after[:replace]:
+        return "", 0  # nothing, or only the characters it replaces
+    return text, replace
 
 
 def _dedup_key(text: str) -> str:
@@ -168,20 +206,24 @@ def postprocess(
     stop_factory: Callable[[], StopCheck | None] | None = None,
     n: int | None = None,
     line_before: str | None = None,
+    context: balance.Context | None = None,
 ) -> list[Cleaned]:
     """Clean, filter, deduplicate and rank ``candidates`` (greedy first).
 
-    ``stop_factory`` returns a fresh stop check per candidate (or None).
-    At most ``n`` results.
+    ``stop_factory`` returns a fresh stop check per candidate (or None);
+    ``context`` turns on bracket balancing and replace ranges. Two candidates
+    that leave the same line once accepted (``x)`` replacing ``)``, and ``x``)
+    are one. At most ``n`` results.
     """
     kept: dict[str, Cleaned] = {}
     for index, cand in enumerate(candidates):
         stop = stop_factory() if stop_factory is not None else None
-        text = clean(cand.text, line_after=line_after, suffix=suffix, stop=stop, line_before=line_before)
+        text, replace = clean_with_range(cand.text, line_after=line_after, suffix=suffix, stop=stop,
+                                         line_before=line_before, context=context)
         if not text or is_repetitive(text):
             continue
-        item = Cleaned(text, cand.mean_logprob, index)
-        key = _dedup_key(text)
+        item = Cleaned(text, cand.mean_logprob, index, replace)
+        key = _dedup_key(text + line_after[replace:])
         if key not in kept or _rank_key(item) < _rank_key(kept[key]):
             kept[key] = item
     ranked = sorted(kept.values(), key=_rank_key)

@@ -29,8 +29,9 @@ def test_single_line_fim(fake):
     assert req.prompt_ids == [1, *chars("x = foo("), 2, *chars(")\ny = 2\n"), 3]
     assert req.stop is single_line_stop and req.n == 3
     assert {1, 2, 3, 4} <= req.stop_token_ids
-    # "bar(1))" loses the ")" the document has and then duplicates "bar(1)".
-    assert out.items == [CompletionItem("baz()", 8, 8, -0.1), CompletionItem("bar(1)", 8, 8, -0.3)]
+    # "bar(1))" also writes the ")" the document has: it replaces it, and
+    # "bar(1)" (the same line once accepted) is dropped as a duplicate.
+    assert out.items == [CompletionItem("baz()", 8, 8, -0.1), CompletionItem("bar(1))", 8, 9, -0.3, 1)]
     assert out.prompt_tokens == len(req.prompt_ids)
 
 
