@@ -33,6 +33,14 @@ def _items_at(texts: list[str], text: str, offset: int, encoding: str, starts) -
     return [types.InlineCompletionItem(insert_text=t, range=where) for t in texts]
 
 
+def _as_insertion(item, text: str, offset: int) -> str:
+    """``item`` as text inserted at ``offset`` without replacing anything ("" if it is not one)."""
+    replaced = text[item.start:item.end]
+    if item.start != offset or not item.insert_text.endswith(replaced):
+        return ""
+    return item.insert_text[: len(item.insert_text) - len(replaced)]
+
+
 async def inline_completion(
     server: TealtabServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
@@ -110,6 +118,8 @@ async def inline_completion(
         log.info("no model; nothing generated")
         return _empty()
 
+    # An item's range runs from the cursor over the auto-closed characters it
+    # also writes (item.end = offset + replaced_after, on the cursor's line).
     items = [
         types.InlineCompletionItem(
             insert_text=item.insert_text,
@@ -117,8 +127,9 @@ async def inline_completion(
         )
         for item in outcome.items
     ]
-    # Only insertions at the cursor can be continued by typing.
-    cache.store(uri, text, offset, [i.insert_text for i in outcome.items if i.start == i.end == offset],
+    # Only insertions at the cursor can be continued by typing: an item that
+    # ends with the characters it replaces is, without them, one.
+    cache.store(uri, text, offset, [_as_insertion(i, text, offset) for i in outcome.items],
                 (server.model_name, settings))
     generation = outcome.generation
     log.info(
