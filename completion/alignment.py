@@ -183,11 +183,18 @@ def warm_vocabulary_index(backend) -> None:
 class AlignmentConstraint:
     """The per-candidate constraint handed to the engine (see
     :class:`tealtab.completion.backend.Constraint`); a state is the bytes still
-    to reproduce, b"" once free."""
+    to reproduce, b"" once free.
 
-    def __init__(self, index: VocabularyIndex, removed: bytes) -> None:
+    ``draft``: the removed prompt tokens. Most keystrokes end where the user's
+    tokenization is what the model would pick anyway; with the draft the
+    engine verifies that from the prompt's own logits instead of spending a
+    decode step per removed token.
+    """
+
+    def __init__(self, index: VocabularyIndex, removed: bytes, draft: Sequence[int] = ()) -> None:
         self.index = index
         self.removed = removed
+        self.draft = list(draft)
 
     def start(self) -> bytes:
         """State before the first generated token."""

@@ -24,7 +24,15 @@ class Constraint(Protocol):
     ``allowed(state)`` before each step (None = unconstrained from here on; the
     engine stops asking once every candidate is free), ``advance(state, id)``
     after each token. Token alignment (completion/alignment.py) is one.
+
+    ``draft`` is the tokens the constrained start most likely takes (for token
+    alignment: the prompt tokens it removed, as the user's text tokenized).
+    The engine may prefill them after the prompt and keep them, for every
+    candidate that samples them under the constraint, without a decode step
+    each; empty when there is no such guess.
     """
+
+    draft: Sequence[int]
 
     def start(self) -> Any:
         """State before the first generated token."""

@@ -127,7 +127,8 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         backed_off = fmt.build(backoff.ids, context.suffix.ids) if backoff is not None else []
         if backed_off:
             prompt_ids, removed = backed_off, backoff.removed
-            constraint = AlignmentConstraint(index, backoff.removed_bytes)
+            constraint = AlignmentConstraint(index, backoff.removed_bytes,
+                                             draft=context.prefix.ids[len(backoff.ids):])
     if removed:
         logger.debug("[%s] alignment: %r backed off (%s)", rid, removed, "constrained" if constraint else "filtered")
     logger.debug(

@@ -110,16 +110,19 @@ class Generator:
         self.eos_ids = eos_ids
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], reuse: bool, cancel=None) -> tuple[torch.Tensor | None, int]:
-        """Fill the prompt cache with ``ids``; returns (last logits [1, V], reused count).
+    def prefill(self, ids: list[int], reuse: bool, cancel=None, tail: int = 1) -> tuple[torch.Tensor | None, int]:
+        """Fill the prompt cache with ``ids``; returns (logits [tail, V] of the
+        last ``tail`` positions, reused count).
 
         Returns None logits when cancelled midway; the cache then holds a valid
         prefix of ``ids`` (what was prefilled), never a half-written one.
         """
         cache, dev = self.cache, self.model.device
-        reused = min(cache.common_prefix(ids), len(ids) - 1) if reuse else 0
+        tail = max(1, min(tail, len(ids)))
+        reused = min(cache.common_prefix(ids), len(ids) - tail) if reuse else 0
         cache.tokens = ids[:reused]
-        logits = None
+        parts: list[torch.Tensor] = []
+        first_wanted = len(ids) - tail
         start = reused
         while start < len(ids):
             if cancel is not None and cancel.is_set():
@@ -127,10 +130,41 @@ class Generator:
             end = min(start + PREFILL_CHUNK, len(ids))
             tokens = torch.tensor([ids[start:end]], device=dev)
             positions = torch.arange(start, end, device=dev)
-            logits = self.model(tokens, positions, PromptAttention(cache, start, end - start))
+            want = max(0, end - max(start, first_wanted))
+            logits = self.model(tokens, positions, PromptAttention(cache, start, end - start), tail=want)
+            if want:
+                parts.append(logits[0])
             cache.tokens = ids[:end]
             start = end
-        return logits, reused
+        return torch.cat(parts) if len(parts) > 1 else parts[0], reused
+
+    def _first_tokens(self, tail_logits: torch.Tensor, draft: list[int], n: int, req: GenerationRequest,
+                      gen: torch.Generator):
+        """Every candidate's first token, walking the constraint's draft.
+
+        ``tail_logits[j]`` predicts the token after ``draft[:j]``. Step j samples
+        all n candidates there (under the constraint); while every one of them
+        took ``draft[j]``, the walk goes on: those tokens become a shared head,
+        already in the prompt KV. The first step where some candidate left the
+        draft (or the step after it) gives every candidate its first token: the
+        same draws a decode loop would make, minus the decode steps. Returns
+        (head length, tokens [n], logprobs [n], head logprob, state, allowed).
+        """
+        constraint = req.constraint
+        state = constraint.start() if constraint is not None else None
+        head_lp = 0.0
+        j = 0
+        while True:
+            allowed = constraint.allowed(state) if constraint is not None else None
+            logits = tail_logits[j:j + 1].expand(n, -1)
+            if allowed is not None:
+                logits = constrain(logits, [allowed] * n)
+            tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
+            if j == len(draft) or not bool((tokens == draft[j]).all()):
+                return j, tokens, logprobs, head_lp, state, allowed
+            head_lp += float(logprobs[0])
+            state = constraint.advance(state, draft[j])
+            j += 1
 
     def _take(self, tok_row: list[int], lp_row: list[float], text_of, req: GenerationRequest,
               stop_ids: frozenset[int], generated: list[list[int]], scores: list[float],
@@ -165,8 +199,13 @@ class Generator:
         gen = torch.Generator(device=dev)
         gen.manual_seed(req.seed if req.seed is not None else random.randrange(2**31))
 
+        constraint = req.constraint
+        draft = list(constraint.draft) if constraint is not None else []
+        if len(ids) + len(draft) >= cache.max_prompt:
+            draft = []
         t0 = time.perf_counter()
-        logits, reused = self.prefill(ids, req.reuse_prefix and self.reuse_prefix, req.cancel)
+        logits, reused = self.prefill(ids + draft, req.reuse_prefix and self.reuse_prefix, req.cancel,
+                                      tail=len(draft) + 1)
         t1 = time.perf_counter()
         result = GenerationResult(candidates=[], prompt_tokens=len(ids), reused_tokens=reused,
                                   prefill_ms=(t1 - t0) * 1000)
@@ -174,21 +213,23 @@ class Generator:
             result.cancelled = True
             return result
 
-        prompt_len = len(ids)
-        text_of = self.tokenizer.continuation_decoder(ids)
-        generated: list[list[int]] = [[] for _ in range(n)]
-        scores = [0.0] * n
-        finish: list[str | None] = [None] * n
-        texts: list[str | None] = [None] * n
         # Per-candidate constraint states (token alignment); the constrained
         # phase needs every token on the host before the next step's mask.
-        constraint = req.constraint
-        states = [constraint.start() for _ in range(n)] if constraint is not None else []
-        allowed = [constraint.allowed(st) for st in states] if constraint is not None else []
-        logits = logits.expand(n, -1)
-        if any(a is not None for a in allowed):
-            logits = constrain(logits, allowed)
-        tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
+        m, tokens, logprobs, head_lp, state, first_allowed = self._first_tokens(logits, draft, n, req, gen)
+        # The draft tokens every candidate kept are part of the prompt from here
+        # on (their KV is already there) and of every candidate's text.
+        head = draft[:m]
+        max_new = max(1, max_new - m)  # the head counts as generated text
+        prompt = ids + head
+        prompt_len = len(prompt)
+        base_text_of = self.tokenizer.continuation_decoder(ids)
+        text_of = (lambda toks: base_text_of(head + toks)) if head else base_text_of
+        generated: list[list[int]] = [[] for _ in range(n)]
+        scores = [head_lp] * n
+        finish: list[str | None] = [None] * n
+        texts: list[str | None] = [None] * n
+        states = [state] * n if constraint is not None else []
+        allowed = [first_allowed] * n if constraint is not None else []
         # Sampled tokens stay on the device; the host looks at them every
         # `sync_every` steps (one transfer), so a GPU never waits per token.
         # A candidate that stops mid-chunk wastes at most sync_every - 1 steps.
@@ -228,15 +269,15 @@ class Generator:
 
         # The greedy candidate's KV follows the prompt, for the next keystroke.
         cache.keep_candidate(0, prompt_len, fed0)
-        cache.tokens = ids + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
+        cache.tokens = prompt + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
 
         for i in range(n):
             text = texts[i] if texts[i] is not None else text_of(generated[i])
-            result.candidates.append(Candidate(text=text, token_ids=generated[i], logprob=scores[i],
+            result.candidates.append(Candidate(text=text, token_ids=head + generated[i], logprob=scores[i],
                                                finish_reason=finish[i] or "length"))
         result.decode_ms = (t2 - t1) * 1000
         result.decode_steps = steps
-        result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n}
+        result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n, "draft_kept": m}
         log.debug("prefill %d (+%d reused) in %.1f ms, %d decode steps in %.1f ms",
                   prompt_len - reused, reused, result.prefill_ms, steps, result.decode_ms)
         return result

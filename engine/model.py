@@ -233,8 +233,14 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed.device
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend, last_only: bool = True) -> torch.Tensor:
-        """tokens: [B, T] at positions [T] -> logits fp32 [B, V] (last position) or [B, T, V]."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend, last_only: bool = True,
+                tail: int | None = None) -> torch.Tensor:
+        """tokens: [B, T] at positions [T] -> logits fp32 [B, V] (last position) or [B, T, V].
+
+        ``tail``: logits of the last ``tail`` positions only, [B, tail, V]
+        (0: none, the head is skipped). The head is the largest matrix of a
+        small model with a big vocabulary, so a prefill asks for what it needs.
+        """
         x = F.embedding(tokens, self.embed).to(self.act_dtype)
         if self.cfg.embed_scale != 1.0:
             x = x * self.embed_scale
@@ -242,7 +248,11 @@ class Transformer(nn.Module):
         rope_local = (self.cos_local[positions], self.sin_local[positions])
         for block in self.blocks:
             x = block(x, rope_local if block.sliding else rope_global, attend)
-        if last_only:
+        if tail is not None:
+            if tail == 0:
+                return x.new_empty((x.shape[0], 0, self.head.out_features), dtype=torch.float32)
+            x = x[:, x.shape[1] - tail:]
+        elif last_only:
             x = x[:, -1]
         logits = self.head(self.norm(x)).float()
         if self.cfg.final_logit_softcap is not None:

@@ -311,3 +311,31 @@ def test_deferred_index_is_built_in_the_background_after_the_first_request():
     assert sorted(index.allowed(b"a")) == [1, 2]
     # Without deferral (a one-shot CLI run) the index is built on the spot.
     assert vocabulary_index(VocabBackend()) is not None
+
+
+@pytest.mark.builtin
+@pytest.mark.parametrize("text,language", [
+    ("import os\nimport r", "python"),                                  # word
+    ("def f(xs):\n    for x in xs:\n      ", "python"),                 # space
+    ("def same(a, b):\n    return a =", "python"),                      # punc
+    ("def total(xs):\n    res ", "python"),                            # prefix-sep
+    ("function add(a, b) {\n  ret", "javascript"),                     # word
+    ("const xs = [1, 2, 3];\nif (xs.length =", "javascript"),          # punc
+])
+def test_builtin_draft_verification_changes_no_greedy_completion(builtin_backend, monkeypatch, text, language):
+    # Keeping the removed tokens from the prompt's logits is an optimisation:
+    # the greedy completion must be the one decoding them step by step gives.
+    from tealtab.completion import pipeline
+
+    req = CompletionRequest(text, len(text), language, n=1, max_new_tokens=12)
+    drafted = complete(builtin_backend, req)
+
+    class NoDraft(pipeline.AlignmentConstraint):
+        def __init__(self, index, removed, draft=()):
+            super().__init__(index, removed)
+
+    monkeypatch.setattr(pipeline, "AlignmentConstraint", NoDraft)
+    stepped = complete(builtin_backend, req)
+    assert stepped.generation.stats["draft_kept"] == 0
+    assert [i.insert_text for i in drafted.items] == [i.insert_text for i in stepped.items]
+    assert drafted.generation.candidates[0].text == stepped.generation.candidates[0].text

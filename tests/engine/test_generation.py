@@ -124,8 +124,9 @@ def test_second_start_of_builtin_model_does_not_convert_again(builtin_backend, m
 class _Forced:
     """A constraint that allows exactly ``ids[k]`` at step k, then nothing more."""
 
-    def __init__(self, ids: list[int]) -> None:
+    def __init__(self, ids: list[int], draft: list[int] | None = None) -> None:
         self.ids = ids
+        self.draft = draft or []
 
     def start(self) -> int:
         return 0
@@ -151,3 +152,30 @@ def test_constraint_masks_every_candidate_then_frees_them(backend, sync_every, m
     for cand in res.candidates:
         assert cand.token_ids[: len(forced)] == forced
     assert any(len(c.token_ids) > len(forced) for c in res.candidates)  # then free
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_constraint_draft_is_kept_without_decode_steps(backend, n):
+    # Every candidate must take the draft: it becomes the shared head, 3 decode steps fewer.
+    forced = backend.tokenize(" zebra(")[:3]
+    common = dict(prompt_ids=_prompt(backend), n=n, max_new_tokens=10, temperature=1.0, seed=3, reuse_prefix=False)
+    plain = backend.generate(GenerationRequest(**common, constraint=_Forced(forced)))
+    drafted = backend.generate(GenerationRequest(**common, constraint=_Forced(forced, draft=forced)))
+    assert drafted.stats["draft_kept"] == 3 and plain.stats["draft_kept"] == 0
+    for cand in drafted.candidates:
+        assert cand.token_ids[:3] == forced and len(cand.token_ids) <= 10
+    if n == 1:  # greedy: the same candidate either way
+        assert drafted.candidates[0].token_ids == plain.candidates[0].token_ids
+        assert drafted.candidates[0].text == plain.candidates[0].text
+        assert drafted.candidates[0].logprob == pytest.approx(plain.candidates[0].logprob, rel=1e-3)
+
+
+def test_constraint_draft_left_where_the_model_disagrees(backend):
+    # A draft the constraint does not allow is never kept; greedy output is unchanged.
+    forced = backend.tokenize(" zebra(")[:3]
+    wrong = backend.tokenize(" apple")[:1]
+    common = dict(prompt_ids=_prompt(backend), n=1, max_new_tokens=8, temperature=0, reuse_prefix=False)
+    plain = backend.generate(GenerationRequest(**common, constraint=_Forced(forced)))
+    drafted = backend.generate(GenerationRequest(**common, constraint=_Forced(forced, draft=wrong + forced)))
+    assert drafted.stats["draft_kept"] == 0
+    assert drafted.candidates[0].token_ids == plain.candidates[0].token_ids
