@@ -111,10 +111,11 @@ class Generator:
 
     @torch.inference_mode()
     def prefill(self, ids: list[int], reuse: bool, cancel=None, tail: int = 1) -> tuple[torch.Tensor | None, int]:
-        """Fill the prompt cache with ``ids``; returns (logits [tail, V] of the
-        last ``tail`` positions, reused count).
+        """Fill the prompt cache with ``ids``; returns (hidden states [tail, D]
+        of the last ``tail`` positions, reused count); ``self.model.logits``
+        turns them into logits.
 
-        Returns None logits when cancelled midway; the cache then holds a valid
+        Returns None when cancelled midway; the cache then holds a valid
         prefix of ``ids`` (what was prefilled), never a half-written one.
         """
         cache, dev = self.cache, self.model.device
@@ -130,19 +131,33 @@ class Generator:
             end = min(start + PREFILL_CHUNK, len(ids))
             tokens = torch.tensor([ids[start:end]], device=dev)
             positions = torch.arange(start, end, device=dev)
+            hidden = self.model.hidden(tokens, positions, PromptAttention(cache, start, end - start))
             want = max(0, end - max(start, first_wanted))
-            logits = self.model(tokens, positions, PromptAttention(cache, start, end - start), tail=want)
             if want:
-                parts.append(logits[0])
+                parts.append(hidden[0, hidden.shape[1] - want:])
             cache.tokens = ids[:end]
             start = end
         return torch.cat(parts) if len(parts) > 1 else parts[0], reused
 
-    def _first_tokens(self, tail_logits: torch.Tensor, draft: list[int], n: int, req: GenerationRequest,
+    def _row_logits(self, hidden: torch.Tensor, allowed: Sequence[int] | None, n: int) -> torch.Tensor:
+        """Logits [n, V] of one position for n candidates, -inf outside ``allowed``.
+
+        A small allowed set (a word being reproduced) is computed from its own
+        rows of the head; a large one (a run of spaces) or none from the whole head.
+        """
+        if allowed is None or len(allowed) * 8 > self.model.head.out_features:
+            logits = self.model.logits(hidden[None])
+            return constrain(logits.expand(n, -1), [allowed] * n) if allowed is not None else logits.expand(n, -1)
+        idx = _index(allowed, hidden.device)
+        out = torch.full((1, self.model.head.out_features), float("-inf"), device=hidden.device)
+        out[0, idx] = self.model.logits(hidden[None], idx)[0]
+        return out.expand(n, -1)
+
+    def _first_tokens(self, tail_hidden: torch.Tensor, draft: list[int], n: int, req: GenerationRequest,
                       gen: torch.Generator):
         """Every candidate's first token, walking the constraint's draft.
 
-        ``tail_logits[j]`` predicts the token after ``draft[:j]``. Step j samples
+        ``tail_hidden[j]`` predicts the token after ``draft[:j]``. Step j samples
         all n candidates there (under the constraint); while every one of them
         took ``draft[j]``, the walk goes on: those tokens become a shared head,
         already in the prompt KV. The first step where some candidate left the
@@ -156,9 +171,7 @@ class Generator:
         j = 0
         while True:
             allowed = constraint.allowed(state) if constraint is not None else None
-            logits = tail_logits[j:j + 1].expand(n, -1)
-            if allowed is not None:
-                logits = constrain(logits, [allowed] * n)
+            logits = self._row_logits(tail_hidden[j], allowed, n)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
             if j == len(draft) or not bool((tokens == draft[j]).all()):
                 return j, tokens, logprobs, head_lp, state, allowed

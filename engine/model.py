@@ -233,14 +233,8 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed.device
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend, last_only: bool = True,
-                tail: int | None = None) -> torch.Tensor:
-        """tokens: [B, T] at positions [T] -> logits fp32 [B, V] (last position) or [B, T, V].
-
-        ``tail``: logits of the last ``tail`` positions only, [B, tail, V]
-        (0: none, the head is skipped). The head is the largest matrix of a
-        small model with a big vocabulary, so a prefill asks for what it needs.
-        """
+    def hidden(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """tokens: [B, T] at positions [T] -> last hidden states [B, T, D] (before the final norm)."""
         x = F.embedding(tokens, self.embed).to(self.act_dtype)
         if self.cfg.embed_scale != 1.0:
             x = x * self.embed_scale
@@ -248,14 +242,27 @@ class Transformer(nn.Module):
         rope_local = (self.cos_local[positions], self.sin_local[positions])
         for block in self.blocks:
             x = block(x, rope_local if block.sliding else rope_global, attend)
-        if tail is not None:
-            if tail == 0:
-                return x.new_empty((x.shape[0], 0, self.head.out_features), dtype=torch.float32)
-            x = x[:, x.shape[1] - tail:]
-        elif last_only:
-            x = x[:, -1]
-        logits = self.head(self.norm(x)).float()
+        return x
+
+    def logits(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [..., D] -> logits fp32 [..., V], or [..., len(ids)] for the token ``ids`` only.
+
+        The head is the largest matrix of a small model with a big vocabulary
+        (Gemma 3 270M: 168M of its 268M weights): a step whose tokens are
+        restricted (token alignment) reads only the allowed rows.
+        """
+        x = self.norm(x)
+        if ids is None:
+            logits = self.head(x).float()
+        else:
+            head = self.head.weight.index_select(0, ids)
+            logits = F.linear(x.to(head.dtype), head).float()
         if self.cfg.final_logit_softcap is not None:
             cap = self.cfg.final_logit_softcap
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend, last_only: bool = True) -> torch.Tensor:
+        """tokens: [B, T] at positions [T] -> logits fp32 [B, V] (last position) or [B, T, V]."""
+        x = self.hidden(tokens, positions, attend)
+        return self.logits(x[:, -1] if last_only else x)
