@@ -1,13 +1,14 @@
 # tealtab: set-up, demo and tests. Everything installs into .venv/.
 #   make demo   install, then complete a sample file through the real server
 #   make test   install, then run the whole test suite
+#   make vsix   build the VS Code extension (editors/vscode/*.vsix)
 PYTHON ?= python3
 VENV   ?= .venv
 # The CPU build of PyTorch. On a CUDA machine: make TORCH_SPEC=torch demo
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench-latency clean
+.PHONY: setup demo test vsix bench-latency clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +23,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -ra
+
+# The VS Code extension as editors/vscode/tealtab-VERSION.vsix: Node 24 from the editors extra,
+# TypeScript and @vscode/vsce at the versions in editors/vscode/package-lock.json.
+vsix: setup
+	$(BIN)/python editors/vscode/scripts/toolchain.py vsix
 
 bench-latency: setup
 	$(BIN)/python benchmarks/latency.py
