@@ -19,9 +19,13 @@ end
 function M.show(bufnr, row, col, text, hl_group)
   M.hide(bufnr)
   local lines = vim.split(text, '\n', { plain = true })
+  -- Inline text pushes what follows the cursor to the right; at the end of the
+  -- line there is nothing to push, and an overlay keeps the cursor drawn at the
+  -- start of the ghost text instead of after it.
+  local current = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ''
   local opts = {
     virt_text = { { display(lines[1]), hl_group } },
-    virt_text_pos = 'inline',
+    virt_text_pos = col >= #current and 'overlay' or 'inline',
     hl_mode = 'combine',
     right_gravity = false,
   }
