@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     lsp = commands.add_parser("lsp", help="run the language server on stdin/stdout")
     lsp.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default info)")
     lsp.add_argument("--log-file", help="append the log to this file instead of stderr")
+    # Many LSP clients (vscode-languageclient's TransportKind.stdio among them)
+    # add --stdio; stdio is the only transport, so it is accepted and changes nothing.
+    lsp.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
 
     complete = commands.add_parser("complete", help="complete at FILE:LINE:COL and print the candidates")
     complete.add_argument("location", metavar="FILE:LINE:COL", help="1-based line and column (in characters)")

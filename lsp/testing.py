@@ -200,7 +200,8 @@ def client_capabilities(position_encodings: list[str] | None = None) -> types.Cl
 
 def server_command(log_level: str, log_file: Path) -> list[str]:
     """The command line that starts the server under the running interpreter."""
-    return [sys.executable, "-m", "tealtab.lsp.cli", "lsp", "--log-level", log_level, "--log-file", str(log_file)]
+    return [sys.executable, "-m", "tealtab.lsp.cli", "lsp", "--stdio", "--log-level", log_level, "--log-file",
+            str(log_file)]
 
 
 @contextlib.asynccontextmanager
