@@ -61,7 +61,12 @@ def paired(on: dict, off: dict) -> dict:
     if not both:
         return {"requests": 0}
     on_ms, off_ms = [a for a, _ in both], [b for _, b in both]
-    return {"requests": len(both), "p50_on_ms": statistics.median(on_ms), "p50_off_ms": statistics.median(off_ms),
+    # Keystrokes where both showed the same first item: the same completion
+    # generated, so the difference is what alignment itself costs.
+    same = [a["ms"] / b["ms"] for a, b in zip(on["records"], off["records"])
+            if a["single_line"] and a["items"] and a["first_item"] == b["first_item"]]
+    return {"same_output_requests": len(same),
+            "same_output_median_ratio": statistics.median(same) if same else None,"requests": len(both), "p50_on_ms": statistics.median(on_ms), "p50_off_ms": statistics.median(off_ms),
             "p50_ratio": statistics.median(on_ms) / statistics.median(off_ms),
             "median_of_ratios": statistics.median(a / b for a, b in both),
             "empty_single_line_on": sum(1 for r in on["records"] if r["single_line"] and not r["items"]),
@@ -232,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['p50_on_ms']:.0f} / {p['p50_off_ms']:.0f} ms = {p['p50_ratio']:.2f}, median of ratios "
               f"{p['median_of_ratios']:.2f}; empty single-line answers on {p['empty_single_line_on']}, "
               f"off {p['empty_single_line_off']}")
+        if p["same_output_requests"]:
+            print(f"alignment on/off where both showed the same completion ({p['same_output_requests']} requests): "
+                  f"median ratio {p['same_output_median_ratio']:.2f}")
     if "decode" in report:
         d = report["decode"]
         print(f"\n{'decoder':<24}{'tok/s':>8}")
