@@ -36,8 +36,12 @@ latencies (records marked ``reused``) and only re-runs the tests.
 
 Usage:
   python benchmarks/quality.py [--languages python,javascript,java] [--splits mbxp,nominal,word]
-      [--limit N] [--alignment both] [--jobs 2] [--out benchmarks/results/quality-DATE.json]
-Interrupt with Ctrl-C and run the same command again to resume.
+      [--limit N] [--alignment both] [--jobs 2] [--chunk 10] [--out benchmarks/results/quality-DATE.json]
+Interrupt with Ctrl-C and run the same command again to resume. Tasks go in
+chunks of --chunk through every row of every language, so an interrupted run
+leaves the rows at nearly the same count; the table (and ``rows`` in the
+JSON) is computed from all records in the file, whichever run wrote them,
+over the tasks finished in every row of the language.
 """
 
 from __future__ import annotations
@@ -348,6 +352,28 @@ def summary(records: dict[str, dict], ids: list[str]) -> dict:
             "p50_task_ms": statistics.median([sum(r["requests_ms"]) for r in done]) if done else None}
 
 
+def table_from(data: dict) -> dict[str, dict]:
+    """Rows of every dataset/split in the results file, each language over the tasks
+    finished in all of its rows (so every row of a language counts the same tasks),
+    whatever run wrote them."""
+    table: dict[str, dict] = {}
+    by_lang: dict[str, list[str]] = {}
+    for name in data.get("tasks", {}):
+        by_lang.setdefault(name.split("/")[0], []).append(name)
+    for names in by_lang.values():
+        rows = {r: data["results"][r] for n in names for k in ("off", "on") if (r := f"{n}|{k}") in data["results"]}
+        listed = {n: set(data["tasks"][n]) for n in names}
+
+        def finished(tid: str) -> bool:
+            # done in every row of the language whose split lists the task
+            return all(rows[r].get(tid, {}).get("passed") is not None
+                       for r in rows if tid in listed[r.split("|")[0]])
+        for n in names:
+            ids = [t for t in data["tasks"][n] if finished(t)]
+            table[n] = {k: summary(rows[f"{n}|{k}"], ids) for k in ("off", "on") if f"{n}|{k}" in rows}
+    return table
+
+
 def print_table(rows: dict[str, dict]) -> None:
     """Rows: dataset/split; columns: tasks, pass@1 off/on, delta, median request ms off/on."""
     def pct(x):
@@ -383,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-tokens", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=4, help="pipeline requests per task at most")
     p.add_argument("--jobs", type=int, default=2, help="test programs run in parallel (after each row)")
+    p.add_argument("--chunk", type=int, default=10, help="tasks per row before moving to the next row")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"quality-{today}.json")
     p.add_argument("--canonical-cache", type=Path, default=exec_sandbox.CACHE_DIR / "canonical.json")
     args = p.parse_args(argv)
@@ -415,51 +442,62 @@ def main(argv: list[str] | None = None) -> int:
     # Identical prompts (the MBXP release and the nominal split share most) are completed once.
     memo = {(r["prompt_sha"], row.rsplit("|", 1)[1]): r for row, recs in results.data["results"].items()
             for r in recs.values() if "prompt_sha" in r}
-    table: dict[str, dict] = {}
-    try:
-        for lang in languages:
-            data = {s: d for s in splits if (d := load_split(args.bench_dir, lang, s)) is not None}
-            if not data:
-                continue
-            common = None if args.per_split_tasks else select_ids(data, args.limit, args.seed, checker)
-            if common is not None:
-                print(f"{lang}: {len(common)} tasks (canonical passes in all of {', '.join(data)})", file=sys.stderr)
-            for split, tasks in data.items():
-                name = f"{lang}/{split}"
-                ids = common if common is not None else select_ids({split: tasks}, args.limit, args.seed, checker)
-                results.data.setdefault("tasks", {})[name] = ids
-                table[name] = {}
-                for aligned in settings_on:
-                    key = "on" if aligned else "off"
-                    records = results.row(f"{name}|{key}")
-                    for i, tid in enumerate(ids):
-                        if tid in records:
-                            continue
-                        sha = hashlib.sha1(tasks[tid]["prompt"].encode("utf-8")).hexdigest()
-                        if (sha, key) in memo:
-                            same = memo[(sha, key)]
-                            records[tid] = {**same, "passed": None, "reused": True}
-                            continue
-                        rec = complete_task(backend, tasks[tid], alignment=aligned, max_new_tokens=args.max_new_tokens,
-                                            context_tokens=args.context_tokens, rounds=args.rounds)
-                        records[tid] = memo[(sha, key)] = {"task_id": tid, "prompt_sha": sha, "passed": None, **rec}
-                        print(f"[{name} {key}] {i + 1}/{len(ids)} {tid}: {sum(rec['requests_ms']):.0f} ms, "
-                              f"{rec['new_tokens']} tokens, {len(rec['modes'])} requests", file=sys.stderr)
-                        results.save()
-                    pending = [records[t] for t in ids if records[t]["passed"] is None]
+    plan = []  # (language, {split: tasks}, {split: ids})
+    for lang in languages:
+        data = {s: d for s in splits if (d := load_split(args.bench_dir, lang, s)) is not None}
+        if not data:
+            continue
+        common = None if args.per_split_tasks else select_ids(data, args.limit, args.seed, checker)
+        if common is not None:
+            print(f"{lang}: {len(common)} tasks (canonical passes in all of {', '.join(data)})", file=sys.stderr)
+        ids = {s: common if common is not None else select_ids({s: t}, args.limit, args.seed, checker)
+               for s, t in data.items()}
+        for split in data:
+            results.data.setdefault("tasks", {})[f"{lang}/{split}"] = ids[split]
+        plan.append((lang, data, ids))
 
-                    def execute(rec, tasks=tasks):
-                        return exec_sandbox.run(lang, exec_sandbox.program(tasks[rec["task_id"]], rec["completion"]),
-                                                node_path=node_path)
-                    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-                        for rec, outcome in zip(pending, pool.map(execute, pending)):
-                            rec["passed"], rec["error"] = outcome.passed, outcome.detail
-                    table[name][key] = summary(records, ids)
-                    results.data["rows"] = table
-                    results.save(force=True)
+    def run_rows(lang, data, ids, lo, hi):
+        """Tasks lo..hi-1 of every row of one language: complete, then run the tests."""
+        for split, tasks in data.items():
+            name = f"{lang}/{split}"
+            for aligned in settings_on:
+                key = "on" if aligned else "off"
+                records = results.row(f"{name}|{key}")
+                chunk = ids[split][lo:hi]
+                for i, tid in enumerate(chunk, start=lo):
+                    if tid in records:
+                        continue
+                    sha = hashlib.sha1(tasks[tid]["prompt"].encode("utf-8")).hexdigest()
+                    if (sha, key) in memo:
+                        records[tid] = {**memo[(sha, key)], "passed": None, "reused": True}
+                        continue
+                    rec = complete_task(backend, tasks[tid], alignment=aligned, max_new_tokens=args.max_new_tokens,
+                                        context_tokens=args.context_tokens, rounds=args.rounds)
+                    records[tid] = memo[(sha, key)] = {"task_id": tid, "prompt_sha": sha, "passed": None, **rec}
+                    print(f"[{name} {key}] {i + 1}/{len(ids[split])} {tid}: {sum(rec['requests_ms']):.0f} ms, "
+                          f"{rec['new_tokens']} tokens, {len(rec['modes'])} requests", file=sys.stderr)
+                    results.save()
+                pending = [records[t] for t in chunk if records[t]["passed"] is None]
+
+                def execute(rec, tasks=tasks):
+                    return exec_sandbox.run(lang, exec_sandbox.program(tasks[rec["task_id"]], rec["completion"]),
+                                            node_path=node_path)
+                with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+                    for rec, outcome in zip(pending, pool.map(execute, pending)):
+                        rec["passed"], rec["error"] = outcome.passed, outcome.detail
+        results.data["rows"] = table_from(results.data)
+        results.save(force=True)
+
+    # Chunks of --chunk tasks go through every row of every language before the next chunk, so
+    # an interrupted run leaves all rows at (nearly) the same task count.
+    longest = max((len(i) for _, _, ids in plan for i in ids.values()), default=0)
+    try:
+        for lo in range(0, longest, args.chunk):
+            for lang, data, ids in plan:
+                run_rows(lang, data, ids, lo, lo + args.chunk)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
-    results.data["rows"] = table
+    table = results.data["rows"] = table_from(results.data)
     results.save(force=True)
     print_table(table)
     print(f"results: {args.out}")
