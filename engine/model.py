@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tealtab.engine.config import ModelConfig
+from tealtab.engine import cpu_rows
 
 # attend(layer_index, q [B, H, T, D], k [B, Hkv, T, D], v [B, Hkv, T, D]) -> [B, H, T, D]
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,9 +29,12 @@ class Linear(nn.Module):
 
     The input is cast to the weight's dtype and the result back to the input's.
     On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of
-    ``LOWP_MAX_ROWS`` row: a GEMV is memory-bound and reads half the bytes
-    in bf16, while CPUs without bf16 matrix units run bf16 GEMMs (prefill,
-    many candidates) several times slower than fp32 ones.
+    up to ``cpu_rows.MAX_ROWS`` rows: decoding is memory-bound, so one row
+    uses torch's bf16 GEMV and 2..8 rows (decode steps of n candidates, a few
+    typed tokens) cpu_rows' kernel, which reads the bf16 copy once for all
+    rows (half the bytes of the fp32 weight). Longer inputs (prefill) use
+    the fp32 weight, whose GEMMs are fast on CPUs without bf16 matrix units.
+    Where the kernel is unavailable, a few rows use the fp32 weight.
     """
 
     LOWP_MAX_ROWS = 1
@@ -54,8 +58,14 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, bias = self.weight, self.bias
         rows = x.numel() // x.shape[-1]
-        if self.weight_lowp is not None and rows <= self.LOWP_MAX_ROWS:
-            w, bias = self.weight_lowp, self.bias_lowp
+        lowp = self.weight_lowp
+        if lowp is not None and rows <= cpu_rows.MAX_ROWS and cpu_rows.usable(lowp, rows):
+            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp.detach())
+            if bias is not None:
+                y = y + bias.float()
+            return y.reshape(*x.shape[:-1], -1).to(x.dtype)
+        if lowp is not None and rows <= self.LOWP_MAX_ROWS:
+            w, bias = lowp, self.bias_lowp
         xw = x.to(w.dtype)
         if w.device.type == "cpu" and 1 < rows <= self.SMALL_BATCH_ROWS:
             # A few rows (n candidates): W @ x^T streams the weight once, while
@@ -232,6 +242,12 @@ class Transformer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embed.device
+
+    def warm(self) -> None:
+        """Build and load what decode steps need now, at load time, not on the
+        first request (the CPU's bf16 rows kernel, when the model has bf16 copies)."""
+        if self.head.weight_lowp is not None and self.head.weight_lowp.device.type == "cpu":
+            cpu_rows.load()
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend) -> torch.Tensor:
         """tokens: [B, T] at positions [T] -> last hidden states [B, T, D] (before the final norm)."""
