@@ -27,7 +27,7 @@ from .alignment import (
 from .backend import Backend, Constraint, GenerationRequest, GenerationResult
 from .context import build_context, token_budget
 from .gating import MAX_LINES, decide, stop_check
-from .postprocess import postprocess
+from .postprocess import RepetitionStop, postprocess
 from .templates import select_format
 
 logger = logging.getLogger("tealtab.completion")
@@ -142,12 +142,16 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
             warm_vocabulary_index(backend)
         return CompletionOutcome([], decision.mode, None, len(prompt_ids))
 
+    generation_stop = stop_check(decision)
+    if decision.mode == "multi":
+        # A block may loop on a line until the token limit; stop it there.
+        generation_stop = RepetitionStop(generation_stop)
     generation = backend.generate(GenerationRequest(
         prompt_ids=prompt_ids,
         n=request.n,
         max_new_tokens=request.max_new_tokens,
         temperature=request.temperature,
-        stop=aligned_stop(stop_check(decision), removed),
+        stop=aligned_stop(generation_stop, removed),
         deadline=request.deadline,
         cancel=request.cancel,
         reuse_prefix=request.reuse_prefix,

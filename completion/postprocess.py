@@ -145,6 +145,26 @@ def is_repetitive(text: str, repeats: int = 3, max_period: int = 3) -> bool:
     return False
 
 
+class RepetitionStop:
+    """``stop``, and also an end as soon as a candidate's lines repeat
+    (:func:`is_repetitive`, checked at each line end).
+
+    Such a candidate is dropped by :func:`postprocess` whatever follows, so
+    generating the rest only costs time: a small model looping on one line
+    would otherwise run to the token limit (seconds on a CPU) for nothing.
+    The whole text is kept, so post-processing still sees the repetition.
+    """
+
+    def __init__(self, stop: StopCheck | None) -> None:
+        self.stop = stop
+
+    def __call__(self, text: str) -> int | None:
+        keep = self.stop(text) if self.stop is not None else None
+        if keep is None and text.endswith("\n") and is_repetitive(text):
+            return len(text)
+        return keep
+
+
 def drop_leading_blank_lines(text: str, line_before: str) -> str:
     """On an indented blank cursor line, a completion that starts with a newline
     would leave that line blank and indent its code twice: drop the leading

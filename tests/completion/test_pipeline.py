@@ -5,6 +5,7 @@ import threading
 
 from tealtab.completion.gating import BlockStop, single_line_stop
 from tealtab.completion.pipeline import CompletionItem, CompletionRequest, complete
+from tealtab.completion.postprocess import RepetitionStop
 
 from completion_fakes import CHAR_BASE, FakeBackend
 
@@ -66,7 +67,8 @@ def test_multi_line_block_and_suffix_duplicate(fake):
     fake.outputs = [("total = sum(xs)\n    return total\n\nprint(f([1]))", -0.2),
                     ("total = 0\n    for x in xs:\n        total += x\n    return total\n\n\n", -0.4)]
     out = complete(fake, request(doc))
-    assert out.mode == "multi" and isinstance(fake.requests[-1].stop, BlockStop)
+    stop = fake.requests[-1].stop
+    assert out.mode == "multi" and isinstance(stop, RepetitionStop) and isinstance(stop.stop, BlockStop)
     assert [i.insert_text for i in out.items] == [
         "total = sum(xs)\n    return total",
         "total = 0\n    for x in xs:\n        total += x\n    return total",

@@ -5,7 +5,7 @@ import pytest
 from tealtab.completion.backend import Candidate
 from tealtab.completion.gating import BlockStop, single_line_stop
 from tealtab.completion.postprocess import (
-    apply_stop, clean, is_repetitive, postprocess, trim_line_overlap, trim_suffix_lines,
+    RepetitionStop, apply_stop, clean, is_repetitive, postprocess, trim_line_overlap, trim_suffix_lines,
 )
 
 
@@ -47,6 +47,24 @@ def test_is_repetitive():
     assert is_repetitive("a()\nb()\na()\nb()\na()\nb()")
     assert not is_repetitive("x = 1\nx = 1\ny = 2")
     assert not is_repetitive("        }\n    }\n}")
+
+
+def test_stop_on_repetition_ends_a_looping_candidate_at_the_third_repeat():
+    stop = RepetitionStop(None)
+    text = ""
+    for line in ["total = 0", "x = 1", "x = 1", "x = 1", "x = 1", "return x"]:
+        text += line + "\n"
+        keep = stop(text)
+        if keep is not None:
+            break
+    assert text == "total = 0\nx = 1\nx = 1\nx = 1\n" and keep == len(text)
+    # Judged at line ends only, and not on lines that differ.
+    assert stop("x = 1\nx = 1\nx = 1") is None
+    assert stop("a\nb\nc\n") is None
+    # The wrapped stop still decides first (single line: the first newline).
+    assert RepetitionStop(single_line_stop)("foo(x)\nfoo(x)\n") == 6
+    # The kept text is still dropped by post-processing, as without the early end.
+    assert postprocess([cand(text, -1.0)], line_after="", suffix="") == []
 
 
 def test_clean_stops_trims_and_strips():
