@@ -89,18 +89,19 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
         backend.reset_cache()
         backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=1))  # prefill once
         eager = EagerDecoder(model, cache)
+        # Rounds of short blocks: each configuration runs BLOCK consecutive
+        # steps (the first one only warms the caches, as the previous step of
+        # a real decode would), then the next configuration takes its turn.
+        rounds = -(-steps // (BLOCK - 1))
         setups = {}
         for n in ns:
-            shape = (cfg.n_layers, n, cfg.n_kv_heads, ctx + 2 * steps + BLOCK, cfg.head_dim)
+            shape = (cfg.n_layers, n, cfg.n_kv_heads, ctx + rounds * BLOCK, cfg.head_dim)
             k_copy, v_copy = torch.empty(shape), torch.empty(shape)
             k_copy[:, :, :, :ctx] = cache.prompt_k[:, None, :, :ctx]
             v_copy[:, :, :, :ctx] = cache.prompt_v[:, None, :, :ctx]
             setups[n] = (torch.randint(1000, 20000, (n,)), k_copy, v_copy)
         times: dict[tuple[int, str], list[float]] = {}
-        # Rounds of short blocks: each configuration runs BLOCK consecutive
-        # steps (the first one only warms the caches, as the previous step of
-        # a real decode would), then the next configuration takes its turn.
-        for r in range(-(-steps // (BLOCK - 1))):
+        for r in range(rounds):
             for n, (tokens, k_copy, v_copy) in setups.items():
                 for kind in ("bif", "rep"):
                     for b in range(BLOCK):

@@ -39,19 +39,20 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_rows.c")
 MAX_ROWS = 8
 # Below this many weights a matrix is one thread's work (a thread hand-off
-# costs tens of microseconds). Measured on 2 cores over the 72 layer matrices
-# of Gemma 3 270M read from memory in turn (as a decode step does): 8 rows took
-# 27.0 ms with this threshold, 33.5 ms with 1 << 20, 37.3 ms single-threaded.
+# costs tens of microseconds). benchmarks/cpu_rows.py, 2 cores, the 72 layer
+# matrices of Gemma 3 270M in turn (as a decode step reads them): 8 rows took
+# 38.9 ms with this threshold, 46.3 ms with 1 << 20, 54.0 ms single-threaded
+# (benchmarks/results/cpu-rows-2026-11-23.json).
 SPLIT_MIN_WEIGHTS = 1 << 18
-# One row stays on torch's bf16 GEMV (model.Linear): with the weight coming
-# from memory both read the same bytes, and measured as fast (27 ms for Gemma
-# 3 270M's LM head on 2 cores, taking turns).
+# One row stays on torch's bf16 GEMV (model.Linear), which was faster there:
+# 20.7 against 27.6 ms over the layers, 28.9 against 32.0 ms for the LM head.
 MIN_ROWS = 2
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _failed: str | None = None
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
+_threads = 1
 
 
 def enabled() -> bool:
@@ -105,7 +106,7 @@ def _build(cc: str) -> Path:
 def load() -> bool:
     """Build and load the kernel now (the first call compiles; later calls are
     free). False, with one warning in the log, when it is unavailable."""
-    global _lib, _failed, _pool
+    global _lib, _failed, _pool, _threads
     if _lib is not None:
         return True
     if _failed is not None or not enabled():
@@ -126,11 +127,11 @@ def load() -> bool:
             _failed = f"{type(exc).__name__}: {exc}"
             log.warning("CPU bf16 rows kernel unavailable, using torch matmuls (%s)", _failed)
             return False
-        threads = max(1, torch.get_num_threads())
-        if threads > 1:
-            _pool = concurrent.futures.ThreadPoolExecutor(threads - 1, thread_name_prefix="tealtab-rows")
+        _threads = max(1, torch.get_num_threads())
+        if _threads > 1:
+            _pool = concurrent.futures.ThreadPoolExecutor(_threads - 1, thread_name_prefix="tealtab-rows")
         _lib = lib
-        log.info("CPU bf16 rows kernel loaded (%s, %d threads)", isa(), threads)
+        log.info("CPU bf16 rows kernel loaded (%s, %d threads)", isa(), _threads)
         return True
 
 
@@ -140,9 +141,10 @@ def isa() -> str | None:
 
 
 def usable(weight: torch.Tensor, rows: int) -> bool:
-    """Whether ``rows`` rows times ``weight`` go through the kernel (2..8 rows)."""
+    """Whether ``rows`` rows times ``weight`` go through the kernel (2..8 rows;
+    TEALTAB_CPU_KERNEL is read once, when the kernel loads)."""
     return (MIN_ROWS <= rows <= MAX_ROWS and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
-            and weight.dim() == 2 and weight.is_contiguous() and enabled() and load())
+            and weight.dim() == 2 and weight.is_contiguous() and load())
 
 
 def rows_times_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -158,7 +160,7 @@ def rows_times_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     out = torch.empty(rows, v, dtype=torch.float32)
     fn = _lib.tealtab_rows_bf16
     xp, wp, op = x.data_ptr(), weight.data_ptr(), out.data_ptr()
-    parts = 1 + (_pool._max_workers if _pool is not None and v * d >= SPLIT_MIN_WEIGHTS else 0)
+    parts = _threads if v * d >= SPLIT_MIN_WEIGHTS else 1
     if parts == 1:
         fn(xp, rows, d, wp, 0, v, op, v)
         return out

@@ -59,8 +59,8 @@ class Linear(nn.Module):
         w, bias = self.weight, self.bias
         rows = x.numel() // x.shape[-1]
         lowp = self.weight_lowp
-        if lowp is not None and rows <= cpu_rows.MAX_ROWS and cpu_rows.usable(lowp, rows):
-            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp.detach())
+        if lowp is not None and cpu_rows.usable(lowp, rows):
+            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp)
             if bias is not None:
                 y = y + bias.float()
             return y.reshape(*x.shape[:-1], -1).to(x.dtype)
