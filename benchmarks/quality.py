@@ -58,6 +58,7 @@ import platform
 import random
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -276,6 +277,19 @@ def complete_task(backend: EarlyExit, task: dict, *, alignment: bool, max_new_to
 
 # ---------------------------------------------------------------- results file
 
+def source_commit() -> str:
+    """The commit whose code completes the tasks ("+dirty" when the engine or
+    pipeline has uncommitted changes), stored in every record this run writes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "engine", "completion") else "")
+
+
 class Results:
     """The output JSON, loaded for resuming and saved atomically (at most every few seconds)."""
 
@@ -430,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     from tealtab.completion.alignment import vocabulary_index
     from tealtab.engine.loading import load_backend
 
+    commit = source_commit()
     start = time.perf_counter()
     backend = EarlyExit(load_backend(args.model, device=args.device))
     if True in settings_on:
@@ -473,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     rec = complete_task(backend, tasks[tid], alignment=aligned, max_new_tokens=args.max_new_tokens,
                                         context_tokens=args.context_tokens, rounds=args.rounds)
-                    records[tid] = memo[(sha, key)] = {"task_id": tid, "prompt_sha": sha, "passed": None, **rec}
+                    records[tid] = memo[(sha, key)] = {"task_id": tid, "prompt_sha": sha, "passed": None, **rec,
+                                                        "commit": commit}
                     print(f"[{name} {key}] {i + 1}/{len(ids[split])} {tid}: {sum(rec['requests_ms']):.0f} ms, "
                           f"{rec['new_tokens']} tokens, {len(rec['modes'])} requests", file=sys.stderr)
                     results.save()

@@ -115,15 +115,24 @@ class Generator:
         of the last ``tail`` positions, reused count); ``self.model.logits``
         turns them into logits.
 
-        Returns None when cancelled midway; the cache then holds a valid
-        prefix of ``ids`` (what was prefilled), never a half-written one.
+        Positions in the common prefix with the cached tokens are not computed
+        again; among them, a tail position's hidden state comes from the cache
+        (token alignment asks for the positions before the backed-off tokens,
+        which the previous keystroke computed). Returns None when cancelled
+        midway; the cache then holds a valid prefix of ``ids`` (what was
+        prefilled), never a half-written one.
         """
         cache, dev = self.cache, self.model.device
         tail = max(1, min(tail, len(ids)))
-        reused = min(cache.common_prefix(ids), len(ids) - tail) if reuse else 0
+        first_wanted = len(ids) - tail
+        reused = min(cache.common_prefix(ids), len(ids)) if reuse else 0
+        if reused > first_wanted:
+            # Recompute from the first tail position whose hidden state is not stored.
+            reused = cache.stored_until(first_wanted, reused)
         cache.tokens = ids[:reused]
         parts: list[torch.Tensor] = []
-        first_wanted = len(ids) - tail
+        if reused > first_wanted:
+            parts.append(cache.hidden[first_wanted:reused].clone())
         start = reused
         while start < len(ids):
             if cancel is not None and cancel.is_set():
@@ -132,6 +141,7 @@ class Generator:
             tokens = torch.tensor([ids[start:end]], device=dev)
             positions = torch.arange(start, end, device=dev)
             hidden = self.model.hidden(tokens, positions, PromptAttention(cache, start, end - start))
+            cache.store_hidden(start, hidden[0])
             want = max(0, end - max(start, first_wanted))
             if want:
                 parts.append(hidden[0, hidden.shape[1] - want:])

@@ -37,6 +37,14 @@ class KVCache:
         self.gen_v = torch.zeros_like(self.gen_k)
         # Token ids whose keys/values are valid in prompt_k/v[:, :, :len(tokens)].
         self.tokens: list[int] = []
+        # The model's last hidden state [D] of each prompt position that prefill
+        # computed (allocated on first use, in the hidden states' dtype), and
+        # which positions hold one: positions copied from a candidate by
+        # keep_candidate do not. With token alignment the next keystroke needs
+        # the hidden states of the positions just before the backed-off
+        # tokens; kept here, they are not computed again.
+        self.hidden: torch.Tensor | None = None
+        self.hidden_ok = bytearray(max_prompt)
 
     def nbytes(self, prompt_len: int, n: int, generated: int) -> int:
         """Bytes of KV that a request with these sizes actually holds."""
@@ -52,6 +60,20 @@ class KVCache:
             n += 1
         return n
 
+    def store_hidden(self, start: int, hidden: torch.Tensor) -> None:
+        """Keep the hidden states [T, D] that prefill computed for positions start..start+T-1."""
+        if self.hidden is None or self.hidden.dtype != hidden.dtype or self.hidden.shape[1] != hidden.shape[-1]:
+            self.hidden = torch.zeros(self.max_prompt, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+            self.hidden_ok = bytearray(self.max_prompt)
+        end = start + hidden.shape[0]
+        self.hidden[start:end] = hidden
+        self.hidden_ok[start:end] = b"\x01" * (end - start)
+
+    def stored_until(self, start: int, end: int) -> int:
+        """The first position in start..end-1 without a stored hidden state (end if none)."""
+        missing = self.hidden_ok.find(0, start, end) if self.hidden is not None else start
+        return end if missing < 0 or start >= end else missing
+
     def keep_candidate(self, candidate: int, prompt_len: int, count: int) -> None:
         """Move a candidate's first ``count`` generated KV entries after the prompt.
 
@@ -64,6 +86,7 @@ class KVCache:
             return
         self.prompt_k[:, :, prompt_len:prompt_len + count] = self.gen_k[:, candidate, :, :count]
         self.prompt_v[:, :, prompt_len:prompt_len + count] = self.gen_v[:, candidate, :, :count]
+        self.hidden_ok[prompt_len:prompt_len + count] = bytes(count)
 
 
 def _window_ok(q_pos: torch.Tensor, kv_pos: torch.Tensor, window: int | None) -> torch.Tensor:
