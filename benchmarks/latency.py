@@ -5,11 +5,12 @@
    every keystroke the client sends an incremental didChange and an inline
    completion request, and waits for the answer (an editor that shows ghost
    text while typing). Sessions: "default" (what a user gets: typed-ahead
-   cache, prefix KV reuse, token alignment), then with the typed-ahead cache
-   off (TEALTAB_TYPED_AHEAD=0, every keystroke reaches the model): prefix
-   reuse on, off (TEALTAB_PREFIX_REUSE=0), and token alignment off. Prints
-   p50/p95 latency of the warm single-line requests (text before the cursor
-   on its line, not the first request).
+   cache, prefix KV reuse, token alignment) and the same with token
+   alignment off, then with the typed-ahead cache off
+   (TEALTAB_TYPED_AHEAD=0, every keystroke reaches the model): prefix reuse
+   on, off (TEALTAB_PREFIX_REUSE=0), and token alignment off. Prints p50/p95
+   latency of the warm single-line requests (text before the cursor on its
+   line, not the first request).
 2. Time from initialize to the first inline completion, model cached.
 3. Decode tokens/s of the engine's own loop against Hugging Face ``generate``
    on the same model, prompt and token count, in this process.
@@ -30,6 +31,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+
+SESSIONS = ("default", "default_alignment_off", "model_reuse_on", "model_reuse_off", "model_alignment_off")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -179,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--skip-decode", action="store_true", help="skip the tokens/s comparison")
     parser.add_argument("--sessions", nargs="+",
-                        default=["default", "model_reuse_on", "model_reuse_off", "model_alignment_off"],
-                        choices=["default", "model_reuse_on", "model_reuse_off", "model_alignment_off"])
+                        default=list(SESSIONS), choices=list(SESSIONS))
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latency-<date>.json)")
     args = parser.parse_args(argv)
 
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     model_only = {"TEALTAB_TYPED_AHEAD": "0"}
     runs = {
         "default": (settings, {}),
+        "default_alignment_off": ({**settings, "tokenAlignment": False}, {}),
         "model_reuse_on": (settings, model_only),
         "model_reuse_off": (settings, {**model_only, "TEALTAB_PREFIX_REUSE": "0"}),
         "model_alignment_off": ({**settings, "tokenAlignment": False}, model_only),
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         sessions[name] = asyncio.run(typing_session(path, args.start_line, args.chars, session_settings, env))
     report["sessions"] = sessions
     ratios = {"p50_ratio_reuse_on_over_off": ("model_reuse_on", "model_reuse_off"),
-              "p50_ratio_alignment_on_over_off": ("model_reuse_on", "model_alignment_off")}
+              "p50_ratio_alignment_on_over_off": ("model_reuse_on", "model_alignment_off"),
+              "p50_ratio_default_alignment_on_over_off": ("default", "default_alignment_off")}
     for key, (a, b) in ratios.items():
         if a in sessions and b in sessions:
             report[key] = sessions[a]["p50_ms"] / sessions[b]["p50_ms"]
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in sessions.items():
         print(f"{name:<22}{s['requests']:>9}{s['warm_single_line_requests']:>12}{s['p50_ms']:>9.0f}"
               f"{s['p95_ms']:>9.0f}{s['first_completion_after_initialize_ms']:>10.0f}")
-    for key in ("p50_ratio_reuse_on_over_off", "p50_ratio_alignment_on_over_off"):
+    for key in ratios:
         if key in report:
             print(f"{key}: {report[key]:.2f}")
     if report.get("alignment_paired", {}).get("requests"):
