@@ -57,12 +57,15 @@ def _sample_rows(probs: torch.Tensor, top_p: float, generator: torch.Generator) 
     return order.gather(-1, pick).squeeze(-1)
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [n, V] fp32 -> (tokens [n], logprobs [n]); row 0 is always greedy."""
+def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator,
+           greedy_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [n, V] fp32 -> (tokens [n], logprobs [n]); row 0 is greedy unless
+    ``greedy_first`` is False (the greedy candidate has finished and left the batch)."""
     tokens = logits.argmax(dim=-1)
-    if logits.shape[0] > 1 and temperature > 0:
-        probs = torch.softmax(logits[1:] / temperature, dim=-1)
-        tokens[1:] = _sample_rows(probs, top_p, generator)
+    first = 1 if greedy_first else 0
+    if logits.shape[0] > first and temperature > 0:
+        probs = torch.softmax(logits[first:] / temperature, dim=-1)
+        tokens[first:] = _sample_rows(probs, top_p, generator)
     chosen = logits.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, chosen - torch.logsumexp(logits, dim=-1)
 
@@ -189,18 +192,19 @@ class Generator:
             state = constraint.advance(state, draft[j])
             j += 1
 
-    def _take(self, tok_row: list[int], lp_row: list[float], text_of, req: GenerationRequest,
+    def _take(self, tok_row: list[int], lp_row: list[float], rows: list[int], text_of, req: GenerationRequest,
               stop_ids: frozenset[int], generated: list[list[int]], scores: list[float],
               finish: list[str | None], texts: list[str | None]) -> None:
-        """Append one step's sampled tokens to the live candidates and apply the stop rules."""
-        for i, t in enumerate(tok_row):
+        """Append one step's sampled tokens (row r belongs to candidate rows[r])
+        to the live candidates and apply the stop rules."""
+        for t, lp, i in zip(tok_row, lp_row, rows):
             if finish[i] is not None:
                 continue
             if t in stop_ids:
                 finish[i] = "eos"
                 continue
             generated[i].append(t)
-            scores[i] += lp_row[i]
+            scores[i] += lp
             if req.stop is not None:
                 text = text_of(generated[i])
                 keep = req.stop(text)
@@ -258,6 +262,11 @@ class Generator:
         # A candidate that stops mid-chunk wastes at most sync_every - 1 steps.
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         steps = 0
+        # Row r of the batch decodes candidate rows[r]. A candidate that has
+        # finished leaves the batch at the next host sync (the rest move down
+        # in the KV cache), so later steps run with fewer rows.
+        rows = list(range(n))
+        fed0: int | None = None  # greedy tokens whose KV went after the prompt, once it left
         for step in range(max_new):
             pending.append((tokens, logprobs))
             last = step == max_new - 1
@@ -267,7 +276,7 @@ class Generator:
                 host_lps = torch.stack([lp for _, lp in pending]).tolist()
                 pending = []
                 for tok_row, lp_row in zip(host_tokens, host_lps):
-                    self._take(tok_row, lp_row, text_of, req, stop_ids, generated, scores, finish, texts)
+                    self._take(tok_row, lp_row, rows, text_of, req, stop_ids, generated, scores, finish, texts)
                 if constrained:  # only one row is pending here
                     states = [constraint.advance(st, t) if a is not None else st
                               for st, t, a in zip(states, host_tokens[-1], allowed)]
@@ -281,17 +290,30 @@ class Generator:
                 if req.deadline is not None and time.monotonic() > req.deadline:
                     finish = [f or "deadline" for f in finish]
                     break
+                live = [r for r, i in enumerate(rows) if finish[i] is None]
+                if len(live) < len(rows):
+                    if rows[0] == 0 and finish[0] is not None:
+                        # The greedy candidate leaves: its KV follows the prompt now
+                        # (for the next keystroke), before another row takes its slot.
+                        fed0 = min(len(generated[0]), steps)
+                        cache.keep_candidate(0, prompt_len, fed0)
+                    cache.move_candidates(live, steps)
+                    index = torch.tensor(live, device=dev)
+                    tokens = tokens.index_select(0, index)
+                    rows = [rows[r] for r in live]
+                    states = [states[r] for r in live] if constraint is not None else []
+                    allowed = [allowed[r] for r in live] if constraint is not None else []
             logits = self.decoder(tokens, prompt_len, step)
             if any(a is not None for a in allowed):
                 logits = constrain(logits, allowed)
-            tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
+            tokens, logprobs = sample(logits, req.temperature, req.top_p, gen, greedy_first=rows[0] == 0)
             steps += 1
         t2 = time.perf_counter()
-        # generated[0][j] was fed to the model at decode step j (KV slot j).
-        fed0 = min(len(generated[0]), steps)
-
-        # The greedy candidate's KV follows the prompt, for the next keystroke.
-        cache.keep_candidate(0, prompt_len, fed0)
+        if fed0 is None:
+            # generated[0][j] was fed to the model at decode step j (KV slot j).
+            fed0 = min(len(generated[0]), steps)
+            # The greedy candidate's KV follows the prompt, for the next keystroke.
+            cache.keep_candidate(0, prompt_len, fed0)
         cache.tokens = prompt + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
 
         for i in range(n):

@@ -74,6 +74,15 @@ class KVCache:
         missing = self.hidden_ok.find(0, start, end) if self.hidden is not None else start
         return end if missing < 0 or start >= end else missing
 
+    def move_candidates(self, slots: list[int], count: int) -> None:
+        """Pack the first ``count`` generated KV entries of candidate ``slots``
+        (ascending) into slots 0..len(slots)-1: the candidates still decoding,
+        after others finished."""
+        for new, old in enumerate(slots):
+            if new != old:
+                self.gen_k[:, new, :, :count] = self.gen_k[:, old, :, :count]
+                self.gen_v[:, new, :, :count] = self.gen_v[:, old, :, :count]
+
     def keep_candidate(self, candidate: int, prompt_len: int, count: int) -> None:
         """Move a candidate's first ``count`` generated KV entries after the prompt.
 
