@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+from report import write_report
 
 from latency import session_script
 
@@ -127,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'keystrokes':<12}{'p50 on':>9}{'p50 off':>9}{'ratio':>8}{'median of ratios':>18}{'mean ratio':>12}")
     print(f"{len(records):<12}{report['p50_on_ms']:>9.0f}{report['p50_off_ms']:>9.0f}{report['p50_ratio']:>8.2f}"
           f"{report['median_of_ratios']:>18.2f}{report['mean_ratio']:>12.2f}")
-    out = args.out or Path(__file__).resolve().parent / "results" / f"alignment-cost-{report['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, args.out, "alignment-cost")
     return 0
 
 

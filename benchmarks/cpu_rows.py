@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import random
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from report import write_report
 
 import torch
 import torch.nn.functional as F
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
               "isa": cpu_rows.isa(), "threads": torch.get_num_threads(), "split_min_weights": engine_split,
               "model": "builtin:gemma-3-270m", "layer_matrices": len(layers), "results": results}
-    out = Path(args.out or f"benchmarks/results/cpu-rows-{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out}")
+    write_report(report, args.out, "cpu-rows")
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+from report import write_report
 
 import torch
 import torch.nn.functional as F
@@ -216,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "decode_cpu", "date": datetime.date.today().isoformat(),
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
               "model": "builtin:gemma-3-270m", "tokens_per_second": speed, "step_times": rows}
-    out = Path(args.out or f"benchmarks/results/decode-cpu-{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    write_report(report, args.out, "decode-cpu")
     return 0
 
 

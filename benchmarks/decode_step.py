@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import time
 from pathlib import Path
+
+from report import write_report
 
 import torch
 
@@ -122,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "copy_bandwidth_GBps": bandwidth / 1e9, "rows": rows,
               "note": "decode step of n candidates over a shared prompt KV; random weights of real shapes; "
                       "limit = (weight bytes + KV bytes) / measured copy bandwidth"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, out, "decode-step")
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+
+from report import write_report
 
 
 SESSIONS = ("default", "default_alignment_off", "model_reuse_on", "model_reuse_off", "model_alignment_off")
@@ -253,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'HF generate bf16':<24}{d['hf_generate_bfloat16']['tok_per_s']:>8.1f}")
         print(f"own / HF fp32: {d['speedup_vs_hf_fp32']:.2f}x  (greedy tokens equal for the first "
               f"{d['greedy_common_prefix_tokens']})")
-    out = Path(args.out or f"benchmarks/results/latency-{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    write_report(report, args.out, "latency")
     return 0
 
 
