@@ -64,3 +64,18 @@ def test_greedy_candidate_is_unchanged_when_others_go_on(backend):
     typed = prompt + many.candidates[0].token_ids
     again = backend.generate(GenerationRequest(prompt_ids=typed, n=1, max_new_tokens=2, temperature=0))
     assert again.reused_tokens >= len(typed) - 2
+
+
+def test_first_row_samples_once_the_greedy_candidate_has_left():
+    from tealtab.engine.generate import sample
+
+    logits = torch.zeros(2, 8)
+    logits[:, 3] = 1.0  # argmax 3, but 7 other tokens keep most of the mass
+    picks = {True: set(), False: set()}
+    for seed in range(20):
+        for greedy_first in (True, False):
+            gen = torch.Generator().manual_seed(seed)
+            tokens, _ = sample(logits, 1.0, 1.0, gen, greedy_first=greedy_first)
+            picks[greedy_first].add(int(tokens[0]))
+    assert picks[True] == {3}
+    assert len(picks[False]) > 1
