@@ -36,7 +36,10 @@ latencies (records marked ``reused``) and only re-runs the tests.
 
 Usage:
   python benchmarks/quality.py [--languages python,javascript,java] [--splits mbxp,nominal,word]
-      [--limit N] [--alignment both] [--jobs 2] [--chunk 10] [--out benchmarks/results/quality-DATE.json]
+      [--limit N] [--alignment both] [--jobs 2] [--chunk 10] [--processes 1]
+      [--out benchmarks/results/quality-DATE.json]
+With --processes 2 the languages run in two single-threaded processes
+(quality_parts.py: more tasks per hour on a 2-core CPU), merged into --out.
 Interrupt with Ctrl-C and run the same command again to resume. Tasks go in
 chunks of --chunk through every row of every language, so an interrupted run
 leaves the rows at nearly the same count; the table (and ``rows`` in the
@@ -57,6 +60,7 @@ import os
 import platform
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +68,7 @@ import time
 from pathlib import Path
 
 import exec_sandbox
+import quality_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 MBXP = {"python": "mbpp_release_v1", "javascript": "mbjsp_release_v1.2", "java": "mbjp_release_v1.2",
@@ -405,6 +410,10 @@ def print_table(rows: dict[str, dict]) -> None:
               f"{ms(on.get('p50_request_ms'))}")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (see the module docstring)."""
     today = datetime.date.today().isoformat()
@@ -424,12 +433,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4, help="pipeline requests per task at most")
     p.add_argument("--jobs", type=int, default=2, help="test programs run in parallel (after each row)")
     p.add_argument("--chunk", type=int, default=10, help="tasks per row before moving to the next row")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the languages in this many processes (quality_parts.py), merged into --out")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"quality-{today}.json")
     p.add_argument("--canonical-cache", type=Path, default=exec_sandbox.CACHE_DIR / "canonical.json")
     args = p.parse_args(argv)
+    # Ctrl-C and SIGTERM both stop the run after saving, also where the shell
+    # started it in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
 
     languages = [x for x in args.languages.split(",") if x]
     splits = [x for x in args.splits.split(",") if x]
+    if args.processes > 1:
+        groups = quality_parts.language_groups(languages, set(PERTURBED) if set(splits) - {"mbxp"} else set(),
+                                               args.processes)
+        if len(groups) > 1:
+            child = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                     if k not in ("languages", "out", "processes", "per_split_tasks") and v is not None]
+            child += ["--per-split-tasks"] if args.per_split_tasks else []
+            code = quality_parts.run_processes(args.out, groups, child, table_from)
+            if args.out.exists():
+                print_table(json.loads(args.out.read_text()).get("rows", {}))
+                print(f"results: {args.out}")
+            return code
     settings_on = {"on": [True], "off": [False], "both": [False, True]}[args.alignment]
     for lang in languages:
         if lang not in MBXP or exec_sandbox.missing_tools(lang):

@@ -82,3 +82,35 @@ def test_leave_stop_cuts_before_a_line_that_leaves_the_function():
     assert check(";\n}") == 1
     # The pipeline's own stop comes first.
     assert quality.leave_stop(lambda text: 3, doc, 0)("}\n") == 3
+
+
+def test_language_groups_balance_rows():
+    import quality_parts
+
+    groups = quality_parts.language_groups(["python", "javascript", "java"], {"python", "javascript"}, 2)
+    assert len(groups) == 2 and sorted(lang for g in groups for lang in g) == ["java", "javascript", "python"]
+    assert all(len({"python", "javascript"} & set(g)) == 1 for g in groups)  # 8 rows each, plus Java's 1
+    assert quality_parts.language_groups(["python"], {"python"}, 2) == [["python"]]
+
+
+def test_merge_parts_takes_each_part_s_own_languages(tmp_path):
+    import json
+
+    import quality_parts
+
+    out = tmp_path / "quality.json"
+    rec = {"task_id": "T1", "passed": True, "requests_ms": [1.0]}
+    base = {"benchmark": "quality", "note": "kept", "tasks": {"python/mbxp": ["T1"], "java/mbxp": ["T1"]},
+            "results": {"python/mbxp|on": {}, "java/mbxp|on": {}}}
+    out.write_text(json.dumps(base))
+    py = {**base, "results": {"python/mbxp|on": {"T1": rec}, "java/mbxp|on": {}}}
+    java = {**base, "results": {"python/mbxp|on": {}, "java/mbxp|on": {"T1": {**rec, "passed": False}}}}
+    quality_parts.part_path(out, ["python"]).write_text(json.dumps(py))
+    quality_parts.part_path(out, ["java"]).write_text(json.dumps(java))
+    merged = quality_parts.merge_parts(out, quality.table_from)
+    assert len(merged) == 2 and not list(tmp_path.glob("*.part-*"))
+    data = json.loads(out.read_text())
+    assert data["note"] == "kept"
+    assert data["results"]["python/mbxp|on"]["T1"]["passed"] is True
+    assert data["results"]["java/mbxp|on"]["T1"]["passed"] is False
+    assert data["rows"]["python/mbxp"]["on"]["passed"] == 1 and data["rows"]["java/mbxp"]["on"]["passed"] == 0
