@@ -39,7 +39,7 @@ Usage:
       [--limit N] [--alignment both] [--jobs 2] [--chunk 10] [--processes 1]
       [--out benchmarks/results/quality-DATE.json]
 With --processes 2 the languages run in two single-threaded processes
-(quality_parts.py: more tasks per hour on a 2-core CPU), merged into --out.
+(quality_parts.py), merged into --out.
 Interrupt with Ctrl-C and run the same command again to resume. Tasks go in
 chunks of --chunk through every row of every language, so an interrupted run
 leaves the rows at nearly the same count; the table (and ``rows`` in the

@@ -1,8 +1,8 @@
 """quality.py in several processes: one per group of languages, each with its own part file.
 
-On a small CPU most of a decode step is Python and per-operation overhead,
-not arithmetic, so two single-threaded processes complete more tasks per hour
-than one process with two threads. Each process runs quality.py on its
+On a small CPU much of a decode step is Python and per-operation overhead,
+which one process runs on one core at a time; two single-threaded processes
+keep both cores busy. Each process runs quality.py on its
 languages and writes a part file (``<out>.part-<languages>.json``) that starts
 as a copy of the results file; when they end (or are interrupted), the parent
 copies every part's rows of its languages back into the results file and
