@@ -6,8 +6,8 @@ from cache) and, separately, by the LM head:
 
 * torch: what Linear does without the kernel (the bf16 GEMV for one row, the
   fp32 weight for several);
-* kernel, with matrices split over the threads from SPLIT_MIN_WEIGHTS
-  weights on (the engine's setting), from 1M weights, and never.
+* kernel, with matrices split over the threads from SPLIT_MIN_WORK
+  (rows x weights; the engine's setting) on, always, and never.
 
 The configurations take turns round by round, in a shuffled order each
 round (the machine drifts, and a variant measured right after an fp32 pass
@@ -30,6 +30,7 @@ import time
 
 from report import write_report
 
+import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
 import torch.nn.functional as F
 
@@ -39,10 +40,11 @@ from tealtab.engine.loading import load_backend
 ROWS = (1, 2, 3, 4, 8)
 
 
-def torch_path(x: torch.Tensor, lin) -> torch.Tensor:
-    """Linear without the kernel: bf16 GEMV for one row, the fp32 weight otherwise."""
+def torch_path(x: torch.Tensor, lin, plain_bf16: dict) -> torch.Tensor:
+    """Linear without the kernel: bf16 GEMV for one row (on a plain bf16 copy,
+    as Linear keeps where the kernel is unavailable), the fp32 weight otherwise."""
     if x.shape[0] == 1:
-        return F.linear(x.bfloat16(), lin.weight_lowp)
+        return F.linear(x.bfloat16(), plain_bf16[id(lin)])
     return torch.mm(lin.weight, x.t())
 
 
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     model = backend.model
     layers = [lin for block in model.blocks for lin in (block.wqkv, block.wo, block.w13, block.w2)]
     groups = {"layers": layers, "head": [model.head]}
-    engine_split = cpu_rows.SPLIT_MIN_WEIGHTS
-    variants = {"torch": None, "kernel": engine_split, "kernel_split_1M": 1 << 20, "kernel_one_thread": 1 << 62}
+    engine_split = cpu_rows.SPLIT_MIN_WORK
+    variants = {"torch": None, "kernel": engine_split, "kernel_split_always": 0, "kernel_one_thread": 1 << 62}
+    plain_bf16 = {id(lin): lin.weight.bfloat16() for lin in layers + [model.head]}
     xs = {r: {d: torch.randn(r, d) for d in {lin.weight.shape[1] for lin in layers + [model.head]}} for r in ROWS}
     times: dict[tuple[str, int, str], list[float]] = {}
     order = list(variants.items())
@@ -71,19 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             for rows in ROWS:
                 rng.shuffle(order)
                 for name, split in order:
-                    if rows == 1 and name not in ("torch", "kernel"):
-                        continue
                     if split is not None:
-                        cpu_rows.SPLIT_MIN_WEIGHTS = split
+                        cpu_rows.SPLIT_MIN_WORK = split
                     t = time.perf_counter()
                     for lin in lins:
                         x = xs[rows][lin.weight.shape[1]]
                         if split is None:
-                            torch_path(x, lin)
+                            torch_path(x, lin, plain_bf16)
                         else:
-                            cpu_rows.rows_times_weight(x, lin.weight_lowp)
+                            cpu_rows.rows_times_weight(x, lin.weight_lowp, lin.out_features)
                     times.setdefault((group, rows, name), []).append((time.perf_counter() - t) * 1000)
-    cpu_rows.SPLIT_MIN_WEIGHTS = engine_split
+    cpu_rows.SPLIT_MIN_WORK = engine_split
 
     results = [{"group": g, "rows": r, "variant": v, "ms": statistics.median(ts), "runs": ts}
                for (g, r, v), ts in times.items()]
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{group:<8}{rows:>5}  " + "".join(f"{c:>20}" for c in cells))
     report = {"benchmark": "cpu_rows", "date": datetime.date.today().isoformat(),
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
-              "isa": cpu_rows.isa(), "threads": torch.get_num_threads(), "split_min_weights": engine_split,
+              "isa": cpu_rows.isa(), "threads": torch.get_num_threads(), "split_min_work": engine_split,
               "model": "builtin:gemma-3-270m", "layer_matrices": len(layers), "results": results}
     write_report(report, args.out, "cpu-rows")
     return 0

@@ -1,118 +1,139 @@
-/* A few fp32 rows times a bf16 weight matrix, reading the weight once.
+/* A few fp32 rows times a bf16 weight matrix packed in blocks of 16 outputs.
  *
- *   out[j * ld_out + o] = sum_k x[j * d + k] * float(w[o * d + k])
- *   for j < n (1..8) and o in [o_begin, o_end)
+ *   out[j * ld_out + o] = sum_k x[j * d + k] * float(W[o][k])
+ *   for j < n (1..8) and o in blocks [b_begin, b_end) (16 outputs each), o < n_out
  *
- * Decoding n candidates is memory-bound: every weight is used by n rows, so
- * each bf16 weight element is loaded once, widened to fp32 in a register (a
- * bf16 is the top half of an fp32) and multiplied into n accumulators.
- * With AVX2 + FMA eight weights go per instruction; elsewhere the plain loop
- * below is what the compiler vectorizes. Built and loaded by cpu_rows.py.
+ * Layout (cpu_rows.pack): block b holds W's rows 16b .. 16b+15 transposed,
+ * [d][16] bf16, so one 32-byte load at k brings the weights of 16 outputs.
+ * Within the 16, the order is 0-3, 8-11, 4-7, 12-15: AVX2's unpacklo/hi
+ * work per 128-bit lane, and interleaving zeros below those words gives the
+ * fp32 weights of outputs 0-7 and 8-15 in order (a bf16 is the top half of
+ * an fp32) - two instructions, no horizontal sums at the end.
+ *
+ * Each output is one accumulator lane summed over k = 0 .. d-1 in order, so
+ * the result of a row does not depend on how many rows come with it, on the
+ * grouping below, or on how blocks are split over threads.
+ *
+ * Decoding is memory-bound at one row and compute-bound at eight on small
+ * CPUs: each block's weights are loaded once per group of rows, and a group
+ * keeps up to 12 accumulators + 2 weight vectors + 1 broadcast x in the 16
+ * ymm registers. Built and loaded by cpu_rows.py.
  */
 #include <stdint.h>
 #include <string.h>
 
+#define BLOCK 16
+
+static inline void store_lanes(float *dst, const float *src, int64_t o, int64_t n_out) {
+    for (int l = 0; l < 8 && o + l < n_out; ++l) dst[o + l] = src[l];
+}
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
-
-static inline float widen(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* N rows, one weight row at a time: N accumulators + the widened weights +
- * one x vector fit in the 16 ymm registers for N <= 8. (Several weight rows
- * per pass measured slower on the LM head: more concurrent streams from
- * memory for the same bytes.) */
-#define DEFINE_ROWS(N)                                                                            \
-    static void rows_##N(const float *x, int64_t d, const uint16_t *w, int64_t o_begin,          \
-                         int64_t o_end, float *out, int64_t ld_out) {                            \
-        for (int64_t o = o_begin; o < o_end; ++o) {                                               \
-            const uint16_t *wr = w + o * d;                                                       \
-            __m256 acc[N];                                                                        \
-            for (int j = 0; j < N; ++j) acc[j] = _mm256_setzero_ps();                            \
-            int64_t k = 0;                                                                        \
-            for (; k + 8 <= d; k += 8) {                                                          \
-                __m128i h = _mm_loadu_si128((const __m128i *)(wr + k));                           \
-                __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); \
-                for (int j = 0; j < N; ++j)                                                       \
-                    acc[j] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + j * d + k), acc[j]);        \
-            }                                                                                     \
-            for (int j = 0; j < N; ++j) {                                                         \
-                float s = hsum(acc[j]);                                                           \
-                for (int64_t t = k; t < d; ++t) s += widen(wr[t]) * x[j * d + t];                 \
-                out[j * ld_out + o] = s;                                                          \
-            }                                                                                     \
-        }                                                                                         \
+/* G rows x NB consecutive blocks (2*NB accumulators per row). Loops over
+ * compile-time bounds are unrolled so the accumulators stay in registers. */
+#define DEFINE_GROUP(G, NB)                                                                         \
+    static void group_##G##_##NB(const float *x, int64_t d, const uint16_t *p, float *out,          \
+                                 int64_t ld, int64_t o0, int64_t n_out) {                           \
+        __m256 acc[G][2 * NB];                                                                      \
+        _Pragma("GCC unroll 8") for (int j = 0; j < G; ++j)                                         \
+            _Pragma("GCC unroll 8") for (int b = 0; b < 2 * NB; ++b) acc[j][b] = _mm256_setzero_ps(); \
+        const __m256i zero = _mm256_setzero_si256();                                                \
+        for (int64_t k = 0; k < d; ++k) {                                                           \
+            __m256 w[2 * NB];                                                                       \
+            _Pragma("GCC unroll 2") for (int b = 0; b < NB; ++b) {                                  \
+                __m256i v = _mm256_loadu_si256((const __m256i *)(p + ((int64_t)b * d + k) * BLOCK)); \
+                w[2 * b] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));                     \
+                w[2 * b + 1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));                 \
+            }                                                                                       \
+            _Pragma("GCC unroll 8") for (int j = 0; j < G; ++j) {                                   \
+                __m256 xj = _mm256_broadcast_ss(x + j * d + k);                                     \
+                _Pragma("GCC unroll 8") for (int b = 0; b < 2 * NB; ++b)                            \
+                    acc[j][b] = _mm256_fmadd_ps(w[b], xj, acc[j][b]);                               \
+            }                                                                                       \
+        }                                                                                           \
+        _Pragma("GCC unroll 8") for (int j = 0; j < G; ++j)                                         \
+            _Pragma("GCC unroll 8") for (int b = 0; b < 2 * NB; ++b) {                              \
+                int64_t o = o0 + 8 * b;                                                             \
+                if (o + 8 <= n_out) {                                                               \
+                    _mm256_storeu_ps(out + j * ld + o, acc[j][b]);                                  \
+                } else {                                                                            \
+                    float t[8];                                                                     \
+                    _mm256_storeu_ps(t, acc[j][b]);                                                 \
+                    store_lanes(out + j * ld, t, o, n_out);                                         \
+                }                                                                                   \
+            }                                                                                       \
     }
 
 #else
 
-static inline float widen(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-#define LANES 8
-#define DEFINE_ROWS(N)                                                                            \
-    static void rows_##N(const float *x, int64_t d, const uint16_t *w, int64_t o_begin,          \
-                         int64_t o_end, float *out, int64_t ld_out) {                            \
-        for (int64_t o = o_begin; o < o_end; ++o) {                                               \
-            const uint16_t *wr = w + o * d;                                                       \
-            float acc[N][LANES];                                                                  \
-            memset(acc, 0, sizeof acc);                                                           \
-            int64_t k = 0;                                                                        \
-            for (; k + LANES <= d; k += LANES) {                                                  \
-                float wf[LANES];                                                                  \
-                for (int l = 0; l < LANES; ++l) wf[l] = widen(wr[k + l]);                         \
-                for (int j = 0; j < N; ++j)                                                       \
-                    for (int l = 0; l < LANES; ++l) acc[j][l] += wf[l] * x[j * d + k + l];        \
-            }                                                                                     \
-            for (int j = 0; j < N; ++j) {                                                         \
-                float s = 0.f;                                                                    \
-                for (int l = 0; l < LANES; ++l) s += acc[j][l];                                   \
-                for (int64_t t = k; t < d; ++t) s += widen(wr[t]) * x[j * d + t];                 \
-                out[j * ld_out + o] = s;                                                          \
-            }                                                                                     \
-        }                                                                                         \
+/* The same order of operations in plain C (the compiler vectorizes it). */
+#define DEFINE_GROUP(G, NB)                                                                         \
+    static void group_##G##_##NB(const float *x, int64_t d, const uint16_t *p, float *out,          \
+                                 int64_t ld, int64_t o0, int64_t n_out) {                           \
+        static const int lane_of[BLOCK] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};   \
+        float acc[G][NB * BLOCK];                                                                   \
+        memset(acc, 0, sizeof acc);                                                                 \
+        for (int64_t k = 0; k < d; ++k)                                                             \
+            for (int b = 0; b < NB; ++b) {                                                          \
+                const uint16_t *pk = p + ((int64_t)b * d + k) * BLOCK;                              \
+                float w[BLOCK];                                                                     \
+                for (int s = 0; s < BLOCK; ++s) {                                                   \
+                    uint32_t u = (uint32_t)pk[s] << 16;                                             \
+                    memcpy(&w[lane_of[s]], &u, 4);                                                  \
+                }                                                                                   \
+                for (int j = 0; j < G; ++j)                                                         \
+                    for (int l = 0; l < BLOCK; ++l) acc[j][b * BLOCK + l] += w[l] * x[j * d + k];   \
+            }                                                                                       \
+        for (int j = 0; j < G; ++j)                                                                 \
+            for (int b = 0; b < 2 * NB; ++b) store_lanes(out + j * ld, &acc[j][8 * b], o0 + 8 * b, n_out); \
     }
 
 #endif
 
-DEFINE_ROWS(1)
-DEFINE_ROWS(2)
-DEFINE_ROWS(3)
-DEFINE_ROWS(4)
-DEFINE_ROWS(5)
-DEFINE_ROWS(6)
-DEFINE_ROWS(7)
-DEFINE_ROWS(8)
+DEFINE_GROUP(1, 1)
+DEFINE_GROUP(2, 1)
+DEFINE_GROUP(3, 1)
+DEFINE_GROUP(4, 1)
+DEFINE_GROUP(6, 1)
+DEFINE_GROUP(1, 2)
+DEFINE_GROUP(2, 2)
+
+typedef void (*group_fn)(const float *, int64_t, const uint16_t *, float *, int64_t, int64_t, int64_t);
+
+static group_fn one_block(int g) {
+    switch (g) {
+    case 1: return group_1_1;
+    case 2: return group_2_1;
+    case 3: return group_3_1;
+    case 4: return group_4_1;
+    default: return group_6_1;
+    }
+}
+
+/* How n rows split into groups over a block (each group re-reads the block,
+ * from L1 after the first). */
+static const int plans[9][3] = {{0}, {1}, {2}, {3}, {4}, {3, 2}, {6}, {4, 3}, {6, 2}};
 
 /* Returns 0, or -1 for an unsupported row count. */
-int tealtab_rows_bf16(const float *x, int64_t n, int64_t d, const uint16_t *w, int64_t o_begin,
-                      int64_t o_end, float *out, int64_t ld_out) {
-    switch (n) {
-    case 1: rows_1(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 2: rows_2(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 3: rows_3(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 4: rows_4(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 5: rows_5(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 6: rows_6(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 7: rows_7(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    case 8: rows_8(x, d, w, o_begin, o_end, out, ld_out); return 0;
-    default: return -1;
+int tealtab_rows_packed(const float *x, int64_t n, int64_t d, const uint16_t *p, int64_t b_begin,
+                        int64_t b_end, float *out, int64_t ld_out, int64_t n_out) {
+    if (n < 1 || n > 8) return -1;
+    const int64_t block_elems = d * BLOCK;
+    int64_t b = b_begin;
+    if (n <= 2) { /* one or two rows: two blocks per pass, for enough independent FMAs */
+        group_fn two = n == 1 ? group_1_2 : group_2_2;
+        for (; b + 2 <= b_end; b += 2) two(x, d, p + b * block_elems, out, ld_out, b * BLOCK, n_out);
     }
+    for (; b < b_end; ++b) {
+        int64_t j = 0;
+        for (int g = 0; g < 3 && plans[n][g]; ++g) {
+            one_block(plans[n][g])(x + j * d, d, p + b * block_elems, out + j * ld_out, ld_out, b * BLOCK, n_out);
+            j += plans[n][g];
+        }
+    }
+    return 0;
 }
 
 /* Which code path this build took (reported in the log and by tests). */

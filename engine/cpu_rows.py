@@ -1,21 +1,26 @@
-"""A few rows (2..8: n candidates, a few typed tokens) times a bf16 weight on the CPU.
+"""A few rows (1..8: n candidates, a few typed tokens) times a bf16 weight on the CPU.
 
 Decoding is memory-bound, and the biggest matrix of a small model with a big
 vocabulary is the LM head (Gemma 3 270M: 262144 x 640, 168M of its 268M
 weights). On a CPU without bf16 matrix units the stock paths are poor for
-a few rows: the fp32 GEMM reads twice the bytes of the bf16 copy, and bf16
-GEMMs run several times slower than fp32 ones (they also round the input
-rows to bf16). cpu_rows.c reads each bf16 weight element once, widens it to
-fp32 in a register and multiplies it into every row's accumulator, so n
-candidates cost about one weight read, not n.
+a few rows: the fp32 GEMM reads twice the bytes of the bf16 copy, bf16 GEMMs
+run several times slower than fp32 ones (they also round the input rows to
+bf16), and torch's one-row bf16 GEMV stays well below the memory bandwidth.
+
+:func:`pack` stores the bf16 copy in blocks of 16 outputs, transposed
+([blocks, in, 16]), and cpu_rows.c multiplies every row into accumulators of
+whole blocks: each weight is read once for all rows, widened to fp32 in a
+register, with no horizontal sums. Every output is one sum over the inputs in
+a fixed order, so a row's result does not depend on how many rows come with
+it (a candidate decoded among 8 gets the same logits as decoded alone) or on
+the thread count.
 
 The C file is compiled with the system's C compiler on first use (well under
 a second) into the model cache folder, keyed by the source, the compiler and
 the CPU, and loaded with ctypes (which releases the GIL): a large matrix is
-split by output rows over ``torch.get_num_threads()`` threads. Each output
-element is one thread's sum in a fixed order, so results do not depend on
-the thread count. Without a compiler, or with TEALTAB_CPU_KERNEL=0, Linear
-keeps its torch paths and the log says so once.
+split by blocks over ``torch.get_num_threads()`` threads. Without a
+compiler, or with TEALTAB_CPU_KERNEL=0, Linear keeps a plain bf16 copy and
+its torch paths, and the log says so once.
 """
 
 from __future__ import annotations
@@ -38,15 +43,15 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_rows.c")
 MAX_ROWS = 8
-# Below this many weights a matrix is one thread's work (a thread hand-off
-# costs tens of microseconds). benchmarks/cpu_rows.py, 2 cores, the 72 layer
-# matrices of Gemma 3 270M in turn (as a decode step reads them): 8 rows took
-# 38.9 ms with this threshold, 46.3 ms with 1 << 20, 54.0 ms single-threaded
-# (benchmarks/results/cpu-rows-2026-11-23.json).
-SPLIT_MIN_WEIGHTS = 1 << 18
-# One row stays on torch's bf16 GEMV (model.Linear), which was faster there:
-# 20.7 against 27.6 ms over the layers, 28.9 against 32.0 ms for the LM head.
-MIN_ROWS = 2
+# Below this much work (rows x weights) a matrix is one thread's job: a thread
+# hand-off costs tens of microseconds, and one or two rows of a layer matrix
+# are memory-bound on one core. Measured by benchmarks/cpu_rows.py (see the
+# results file quoted in the README's CPU kernel section).
+SPLIT_MIN_WORK = 1 << 22
+BLOCK = 16  # outputs per packed block (cpu_rows.c)
+# Order of a block's 16 outputs in memory: AVX2's unpacklo/hi work per 128-bit
+# lane, and this order makes them yield outputs 0-7 and 8-15 in turn.
+LANE_ORDER = (0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15)
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -119,9 +124,10 @@ def load() -> bool:
             if cc is None:
                 raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
             lib = ctypes.CDLL(str(_build(cc)))
-            lib.tealtab_rows_bf16.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
-            lib.tealtab_rows_bf16.restype = ctypes.c_int
+            lib.tealtab_rows_packed.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                                ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                                ctypes.c_int64]
+            lib.tealtab_rows_packed.restype = ctypes.c_int
             lib.tealtab_rows_isa.restype = ctypes.c_char_p
         except Exception as exc:  # keep serving on the torch paths
             _failed = f"{type(exc).__name__}: {exc}"
@@ -140,33 +146,56 @@ def isa() -> str | None:
     return _lib.tealtab_rows_isa().decode() if _lib is not None else None
 
 
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """weight [out, in] (any float dtype) -> the kernel's bf16 layout [ceil(out / 16), in, 16].
+
+    The last block is padded with zero weights; :func:`rows_times_weight`
+    never writes the padded outputs.
+    """
+    out_features, d = weight.shape
+    blocks = -(-out_features // BLOCK)
+    padded = torch.zeros(blocks * BLOCK, d, dtype=torch.bfloat16, device=weight.device)
+    padded[:out_features] = weight
+    return padded.view(blocks, BLOCK, d).transpose(1, 2)[:, :, list(LANE_ORDER)].contiguous()
+
+
+def is_packed(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` is in :func:`pack`'s layout."""
+    return weight.dim() == 3 and weight.shape[2] == BLOCK and weight.dtype == torch.bfloat16
+
+
 def usable(weight: torch.Tensor, rows: int) -> bool:
-    """Whether ``rows`` rows times ``weight`` go through the kernel (2..8 rows;
-    TEALTAB_CPU_KERNEL is read once, when the kernel loads)."""
-    return (MIN_ROWS <= rows <= MAX_ROWS and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
-            and weight.dim() == 2 and weight.is_contiguous() and load())
+    """Whether ``rows`` rows times ``weight`` go through the kernel: a packed
+    bf16 CPU weight and 1..8 rows (TEALTAB_CPU_KERNEL is read once, when the
+    kernel loads)."""
+    return (1 <= rows <= MAX_ROWS and is_packed(weight) and weight.device.type == "cpu"
+            and weight.is_contiguous() and load())
 
 
-def rows_times_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [rows, D] (up to 8 rows, any float dtype) @ weight bf16 [V, D].T -> fp32 [rows, V].
+def rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """x [rows, in] (up to 8 rows, any float dtype) @ W.T -> fp32 [rows, out_features],
+    where ``packed`` is :func:`pack` (W).
 
     Call only where :func:`usable` is true.
     """
     rows, d = x.shape
-    v = weight.shape[0]
-    if weight.shape[1] != d:
-        raise ValueError(f"x has {d} columns, the weight {weight.shape[1]}")
+    blocks = packed.shape[0]
+    if packed.shape[1] != d or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK:
+        raise ValueError(f"x has {d} columns and {out_features} outputs are asked for; "
+                         f"the packed weight holds {packed.shape[1]} columns and {blocks} blocks of {BLOCK}")
     x = x.to(torch.float32).contiguous()
-    out = torch.empty(rows, v, dtype=torch.float32)
-    fn = _lib.tealtab_rows_bf16
-    xp, wp, op = x.data_ptr(), weight.data_ptr(), out.data_ptr()
-    parts = _threads if v * d >= SPLIT_MIN_WEIGHTS else 1
+    out = torch.empty(rows, out_features, dtype=torch.float32)
+    fn = _lib.tealtab_rows_packed
+    xp, wp, op = x.data_ptr(), packed.data_ptr(), out.data_ptr()
+    parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
     if parts == 1:
-        fn(xp, rows, d, wp, 0, v, op, v)
+        fn(xp, rows, d, wp, 0, blocks, op, out_features, out_features)
         return out
-    bounds = [v * i // parts for i in range(parts + 1)]
-    futures = [_pool.submit(fn, xp, rows, d, wp, bounds[i], bounds[i + 1], op, v) for i in range(1, parts)]
-    fn(xp, rows, d, wp, bounds[0], bounds[1], op, v)
+    # Even block counts per part keep one- and two-row calls on their two-block path.
+    bounds = [min(blocks, 2 * (blocks * i // (2 * parts))) for i in range(parts)] + [blocks]
+    futures = [_pool.submit(fn, xp, rows, d, wp, bounds[i], bounds[i + 1], op, out_features, out_features)
+               for i in range(1, parts)]
+    fn(xp, rows, d, wp, bounds[0], bounds[1], op, out_features, out_features)
     for f in futures:
         f.result()
     return out

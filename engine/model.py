@@ -29,15 +29,15 @@ class Linear(nn.Module):
 
     The input is cast to the weight's dtype and the result back to the input's.
     On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of
-    up to ``cpu_rows.MAX_ROWS`` rows: decoding is memory-bound, so one row
-    uses torch's bf16 GEMV and 2..8 rows (decode steps of n candidates, a few
-    typed tokens) cpu_rows' kernel, which reads the bf16 copy once for all
-    rows (half the bytes of the fp32 weight). Longer inputs (prefill) use
-    the fp32 weight, whose GEMMs are fast on CPUs without bf16 matrix units.
-    Where the kernel is unavailable, a few rows use the fp32 weight.
+    up to ``cpu_rows.MAX_ROWS`` rows: decoding is memory-bound, and cpu_rows'
+    kernel reads the copy (half the bytes of the fp32 weight, packed in its
+    block layout) once for all rows of a decode step of n candidates or a few
+    typed tokens. Longer inputs (prefill) use the fp32 weight, whose GEMMs
+    are fast on CPUs without bf16 matrix units. Where the kernel is
+    unavailable, the copy stays a plain bf16 matrix: one row uses torch's
+    bf16 GEMV, a few rows the fp32 weight.
     """
 
-    LOWP_MAX_ROWS = 1
     SMALL_BATCH_ROWS = 16
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -47,7 +47,11 @@ class Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
         self.weight_lowp = self.bias_lowp = None
         if lowp is not None and lowp != weight.dtype:
-            self.weight_lowp = nn.Parameter(weight.to(lowp), requires_grad=False)
+            if lowp == torch.bfloat16 and weight.device.type == "cpu" and cpu_rows.load():
+                lowp_weight = cpu_rows.pack(weight)
+            else:
+                lowp_weight = weight.to(lowp)
+            self.weight_lowp = nn.Parameter(lowp_weight, requires_grad=False)
             if bias is not None:
                 self.bias_lowp = nn.Parameter(bias.to(lowp), requires_grad=False)
 
@@ -60,11 +64,11 @@ class Linear(nn.Module):
         rows = x.numel() // x.shape[-1]
         lowp = self.weight_lowp
         if lowp is not None and cpu_rows.usable(lowp, rows):
-            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp)
+            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp, self.out_features)
             if bias is not None:
                 y = y + bias.float()
             return y.reshape(*x.shape[:-1], -1).to(x.dtype)
-        if lowp is not None and rows <= self.LOWP_MAX_ROWS:
+        if lowp is not None and rows == 1 and not cpu_rows.is_packed(lowp):
             w, bias = lowp, self.bias_lowp
         xw = x.to(w.dtype)
         if w.device.type == "cpu" and 1 < rows <= self.SMALL_BATCH_ROWS:
