@@ -45,8 +45,9 @@ SOURCE = Path(__file__).with_name("cpu_rows.c")
 MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job: a thread
 # hand-off costs tens of microseconds, and one or two rows of a layer matrix
-# are memory-bound on one core. Measured by benchmarks/cpu_rows.py (see the
-# results file quoted in the README's CPU kernel section).
+# are memory-bound on one core. benchmarks/cpu_rows.py compares this setting
+# with splitting always and never (benchmarks/results/cpu-rows2-2026-11-23.json:
+# 8 rows over the layer matrices 26.5 / 27.8 / 39.9 ms, 1 row 16.6 / 17.8 / 17.7).
 SPLIT_MIN_WORK = 1 << 22
 BLOCK = 16  # outputs per packed block (cpu_rows.c)
 # Order of a block's 16 outputs in memory: AVX2's unpacklo/hi work per 128-bit
