@@ -181,11 +181,10 @@ def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dic
     wait policy the user had (tealtab's engine sets its own in this one).
     """
     ids = [backend.bos_id] + backend.tokenize(prompt)
-    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds,
-                 "omp_wait_policy": {"tealtab": os.environ.get("OMP_WAIT_POLICY"),
-                                     "peers": None}}
-    env = dict(os.environ, TEALTAB_OMP_PASSIVE="0")
-    env.pop("OMP_WAIT_POLICY", None)
+    out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds}
+    # The child gets the environment the user started with: no engine default.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["TEALTAB_OMP_PASSIVE"] = "0"
     if USER_OMP_WAIT_POLICY is not None:
         env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY
 
@@ -207,7 +206,7 @@ def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dic
             if key in theirs:
                 runs[key].append(theirs[key])
         out.update({k: v for k, v in theirs.items() if k in ("llama_cpp_version", "llama_cpp_note")})
-        out["omp_wait_policy"]["peers"] = theirs.get("omp_wait_policy")  # as the child saw it
+    out["omp_wait_policy"] = {"tealtab": os.environ.get("OMP_WAIT_POLICY"), "peers": theirs.get("omp_wait_policy")}
     for key, values in runs.items():
         out[key] = statistics.median(values) if values else None
         out[key + "_runs"] = values

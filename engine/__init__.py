@@ -12,5 +12,7 @@ that imported torch first keeps the default.
 
 import os as _os
 
-if _os.environ.get("TEALTAB_OMP_PASSIVE", "1").strip().lower() not in ("0", "false", "no", "off"):
+from tealtab.engine.env import env_flag as _env_flag
+
+if _env_flag("TEALTAB_OMP_PASSIVE", True):
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

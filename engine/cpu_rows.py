@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from tealtab.engine.env import env_flag
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_rows.c")
@@ -63,7 +65,7 @@ _threads = 1
 
 def enabled() -> bool:
     """Off with TEALTAB_CPU_KERNEL=0 (then Linear keeps its torch paths)."""
-    return os.environ.get("TEALTAB_CPU_KERNEL", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("TEALTAB_CPU_KERNEL", True)
 
 
 def _compiler() -> str | None:

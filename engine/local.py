@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -12,6 +11,7 @@ import torch
 from tealtab.completion.backend import GenerationRequest, GenerationResult
 from tealtab.engine.config import ModelConfig
 from tealtab.engine.decode_step import GraphDecoder
+from tealtab.engine.env import env_flag
 from tealtab.engine.generate import Generator
 from tealtab.engine.kv_cache import KVCache
 from tealtab.engine.model import Transformer
@@ -37,14 +37,6 @@ def pick_dtypes(dtype: str, device: str) -> tuple[torch.dtype, torch.dtype, torc
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}")
     return table[dtype], table[dtype], None
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    """A boolean environment switch (0/false/off/no turn it off)."""
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() not in ("0", "false", "off", "no")
 
 
 def _guess_family(directory: Path, cfg: ModelConfig) -> str:
@@ -75,9 +67,9 @@ class LocalBackend:
         self.bos_id = tokenizer.bos_id
         self.eos_ids = frozenset(cfg.eos_token_ids)
         self.max_context = cache.max_prompt + cache.max_new
-        reuse = _env_flag("TEALTAB_PREFIX_REUSE", True)
+        reuse = env_flag("TEALTAB_PREFIX_REUSE", True)
         decoder, sync_every = None, 1
-        if device.startswith("cuda") and _env_flag("TEALTAB_CUDA_GRAPHS", True):
+        if device.startswith("cuda") and env_flag("TEALTAB_CUDA_GRAPHS", True):
             decoder, sync_every = GraphDecoder(model, cache), 8
         self._generator = Generator(model, cache, tokenizer, self.eos_ids, reuse_prefix=reuse,
                                     decoder=decoder, sync_every=sync_every)
@@ -103,7 +95,6 @@ class LocalBackend:
                             lowp_dtype=lowp)
         del weights
         model.eval()
-        model.warm()
         tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
         cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)
         return cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)

@@ -47,12 +47,11 @@ class Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
         self.weight_lowp = self.bias_lowp = None
         if lowp is not None and lowp != weight.dtype:
-            if lowp == torch.bfloat16 and weight.device.type == "cpu" and cpu_rows.load():
-                lowp_weight = cpu_rows.pack(weight)
-            else:
-                lowp_weight = weight.to(lowp)
+            # Packing loads (on first use, builds) the kernel at model load, not on the first request.
+            packed = lowp == torch.bfloat16 and weight.device.type == "cpu" and cpu_rows.load()
+            lowp_weight = cpu_rows.pack(weight) if packed else weight.to(lowp)
             self.weight_lowp = nn.Parameter(lowp_weight, requires_grad=False)
-            if bias is not None:
+            if bias is not None and not packed:  # the kernel path adds the fp32 bias
                 self.bias_lowp = nn.Parameter(bias.to(lowp), requires_grad=False)
 
     @property
@@ -246,12 +245,6 @@ class Transformer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embed.device
-
-    def warm(self) -> None:
-        """Build and load what decode steps need now, at load time, not on the
-        first request (the CPU's bf16 rows kernel, when the model has bf16 copies)."""
-        if self.head.weight_lowp is not None and self.head.weight_lowp.device.type == "cpu":
-            cpu_rows.load()
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend) -> torch.Tensor:
         """tokens: [B, T] at positions [T] -> last hidden states [B, T, D] (before the final norm)."""
