@@ -5,7 +5,13 @@ step (n candidates over a shared prompt KV of the given length), tokens/s,
 and the ratio to the memory-bandwidth limit (weight bytes + KV bytes read per
 step, divided by the device-to-device copy bandwidth measured in the same run).
 
-Usage: python benchmarks/decode_step.py --device cuda --presets qwen2.5-coder-1.5b --contexts 512 2048
+Modes: eager (Python per step), cuda_graph (PyTorch attention), triton_graph
+(Triton bifurcated attention), fused_graph (Triton attention and the fused
+norm / RoPE / activation kernels of engine/fused_step.py, the engine's
+default on CUDA), compiled_graph (torch.compile + PyTorch attention).
+
+Usage: python benchmarks/decode_step.py --device cuda --presets qwen2.5-coder-1.5b --contexts 512 2048 \
+           --modes triton_graph fused_graph
 """
 
 from __future__ import annotations
@@ -67,9 +73,11 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
         if "eager" in modes:
             decoders["eager"] = EagerDecoder(model, cache)
         if device.startswith("cuda") and "cuda_graph" in modes:
-            decoders["cuda_graph"] = GraphDecoder(model, cache, use_triton=False)
+            decoders["cuda_graph"] = GraphDecoder(model, cache, use_triton=False, fused=False)
         if device.startswith("cuda") and "triton_graph" in modes:
-            decoders["triton_graph"] = GraphDecoder(model, cache, use_triton=True)
+            decoders["triton_graph"] = GraphDecoder(model, cache, use_triton=True, fused=False)
+        if device.startswith("cuda") and "fused_graph" in modes:
+            decoders["fused_graph"] = GraphDecoder(model, cache, use_triton=True, fused=True)
         if device.startswith("cuda") and "compiled_graph" in modes:
             decoders["compiled_graph"] = GraphDecoder(model, cache, compile_step=True, use_triton=False)
         for n in ns:
@@ -86,9 +94,12 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
                     decoder(tokens, ctx, s)
                 sync(device)
                 ms = (time.perf_counter() - t) / steps * 1000
+                if mode == "fused_graph" and decoder.ops is None:
+                    print(f"{name}: the fused step fell back to the plain step (see the log)", flush=True)
                 kv_bytes = cache.nbytes(ctx, n, steps // 2)
                 limit_ms = (weight_bytes + kv_bytes) / bandwidth * 1000
                 rows.append({"preset": name, "mode": mode, "context": ctx, "n": n, "ms_per_step": ms,
+                             "fused": getattr(decoder, "ops", None) is not None,
                              "tok_per_s": n * 1000 / ms, "bandwidth_limit_ms": limit_ms,
                              "ratio_to_limit": ms / limit_ms, "weight_bytes": weight_bytes, "kv_bytes": kv_bytes,
                              "warmup_s": warmup_s})
@@ -106,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--modes", nargs="+", default=["eager", "cuda_graph"],
-                        choices=["eager", "cuda_graph", "triton_graph", "compiled_graph"])
+                        choices=["eager", "cuda_graph", "triton_graph", "fused_graph", "compiled_graph"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     bandwidth = copy_bandwidth(args.device)

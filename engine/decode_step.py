@@ -10,10 +10,16 @@ from them, so one graph serves every prompt length.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from tealtab.engine import fused_step
+from tealtab.engine.env import env_flag
 from tealtab.engine.kv_cache import CandidateAttention, KVCache, bifurcated_attention
 from tealtab.engine.model import Transformer
+
+log = logging.getLogger(__name__)
 
 BUCKETS = (1, 2, 4, 8)
 
@@ -44,14 +50,17 @@ class _StaticAttention:
     """CandidateAttention over the full cache buffers, lengths read from device tensors."""
 
     def __init__(self, cache: KVCache, n: int, prompt_len: torch.Tensor, step: torch.Tensor,
-                 kernel=None) -> None:
+                 kernel=None, ops=None) -> None:
         self.cache, self.n = cache, n
         self.step = step
+        self.ops = ops  # fused_step's kernels, for attend_qkv
         # The Triton kernel reads the lengths from device memory and skips the
         # unused tail of the buffers; the PyTorch path masks the whole buffers.
         self.kernel = kernel
-        self.prompt_len32 = prompt_len.to(torch.int32).view(1)
-        self.gen_len32 = (step + 1).to(torch.int32).view(1)
+        if kernel is not None:  # the masks below would be captured kernels that nothing reads
+            self.prompt_len32 = prompt_len.to(torch.int32).view(1)
+            self.gen_len32 = (step + 1).to(torch.int32).view(1)
+            return
         cfg = cache.cfg
         dev = cache.prompt_k.device
         prompt_pos = torch.arange(cache.max_prompt, device=dev)
@@ -69,6 +78,18 @@ class _StaticAttention:
         c, n = self.cache, self.n
         c.gen_k[layer, :n].index_copy_(2, self.step.view(1), k)
         c.gen_v[layer, :n].index_copy_(2, self.step.view(1), v)
+        return self._attend(layer, q)
+
+    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
+        """fused_step's entry: the fused QKV output -> q/k norm, RoPE, cache write (one kernel), attention."""
+        c, cfg = self.cache, self.cache.cfg
+        q = self.ops.rope_qkv(qkv, cos, sin, cfg.n_heads, cfg.n_kv_heads, c.gen_k[layer], c.gen_v[layer],
+                              self.step, q_weight, k_weight, eps, cast_before_weight)
+        return self._attend(layer, q)
+
+    def _attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        c, n = self.cache, self.n
         sliding = c.cfg.sliding_layers[layer]
         if self.kernel is not None:
             window = c.cfg.sliding_window if sliding else None
@@ -81,22 +102,54 @@ class _StaticAttention:
         )
 
 
+def step_function(model: Transformer, cache: KVCache, n: int, kernel=None, ops=None):
+    """step(tokens [n, 1], prompt_len, step: 0-d device tensors) -> logits [n, V], the graph's body.
+
+    With ``ops`` (fused_step.load_kernels()) the forward is fused_step's; without, the model's own.
+    """
+    def step_fn(tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        attend = _StaticAttention(cache, n, prompt_len, step, kernel, ops)
+        positions = (prompt_len + step).view(1)
+        if ops is None:
+            return model(tokens, positions, attend)
+        return fused_step.fused_logits(model, tokens, positions, attend, ops)
+
+    return step_fn
+
+
+class FusedStepMismatch(RuntimeError):
+    """The fused step's logits disagree with the model's own forward at capture."""
+
+
+def check_fused_step(got: torch.Tensor, model: Transformer, cache: KVCache, n: int, kernel,
+                     tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> float:
+    """Raise FusedStepMismatch unless ``got`` (the fused step's logits for these inputs) agrees
+    with the model's own forward on the same cache state; returns the relative error.
+
+    Both steps write the same cache slot before reading it, so the state they see is the same.
+    """
+    want = step_function(model, cache, n, kernel)(tokens, prompt_len, step)
+    error = fused_step.relative_error(got, want)
+    if not error <= fused_step.TOLERANCE.get(model.act_dtype, 0.25):
+        raise FusedStepMismatch(f"fused decode step off by {error:.3g} (relative) at n={n}")
+    return error
+
+
 class _Graph:
     """One captured decode step for a fixed candidate count."""
 
     def __init__(self, model: Transformer, cache: KVCache, n: int, pool, compile_step: bool = False,
-                 kernel=None) -> None:
+                 kernel=None, ops=None, prompt_len: int = 1, step: int = 0) -> None:
         dev = model.device
         self.n = n
         self.tokens = torch.zeros(n, 1, dtype=torch.long, device=dev)
-        self.prompt_len = torch.ones((), dtype=torch.long, device=dev)
-        self.step = torch.zeros((), dtype=torch.long, device=dev)
-        positions = (self.prompt_len + self.step).view(1)
-
-        def step_fn(tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-            attend = _StaticAttention(cache, n, prompt_len, step, kernel)
-            return model(tokens, (prompt_len + step).view(1), attend)
-
+        # Warm-up and capture run the step, so they write cache slot ``step`` of the
+        # first n candidates: the slot of the step that asked for this graph, which
+        # that step overwrites next. (A fixed slot 0 would clobber the KV of live
+        # candidates when a bucket is first needed mid-generation, after others finished.)
+        self.prompt_len = torch.full((), prompt_len, dtype=torch.long, device=dev)
+        self.step = torch.full((), step, dtype=torch.long, device=dev)
+        step_fn = step_function(model, cache, n, kernel, ops)
         if compile_step:
             # Inductor fuses the step's many small elementwise kernels (norms,
             # RoPE, masks, casts); the CUDA graph below still removes the launches.
@@ -107,13 +160,14 @@ class _Graph:
         def run() -> torch.Tensor:
             return step_fn(self.tokens, self.prompt_len, self.step)
 
-        del positions
-        # Warm up on a side stream (allocator, lazy init), then capture.
+        # Warm up on a side stream (allocator, lazy init, Triton compilation), then capture.
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(stream):
             for _ in range(2):
-                run()
+                got = run()
+            if ops is not None:
+                check_fused_step(got, model, cache, n, kernel, self.tokens, self.prompt_len, self.step)
         torch.cuda.current_stream(dev).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool):
@@ -129,16 +183,27 @@ class _Graph:
 
 
 class GraphDecoder:
-    """Decode steps replayed from CUDA graphs captured lazily per bucket."""
+    """Decode steps replayed from CUDA graphs captured lazily per bucket.
+
+    ``fused`` (default: on where triton imports and the family qualifies, off
+    with TEALTAB_FUSED_DECODE=0) captures fused_step's forward instead of the
+    model's own. Each capture checks it once against the model's forward; on a
+    mismatch or a kernel error the decoder logs it and captures the plain step.
+    """
 
     def __init__(self, model: Transformer, cache: KVCache, compile_step: bool = False,
-                 use_triton: bool | None = None) -> None:
+                 use_triton: bool | None = None, fused: bool | None = None) -> None:
         self.model = model
         self.cache = cache
         self.compile_step = compile_step
         self.kernel = triton_attention() if use_triton in (None, True) and not compile_step else None
         if use_triton and self.kernel is None:
             raise RuntimeError("the Triton attention kernel was requested but triton is not importable")
+        if fused is None:
+            fused = env_flag("TEALTAB_FUSED_DECODE", True) and not compile_step and fused_step.supports(model.cfg)
+        self.ops = fused_step.load_kernels() if fused else None
+        if fused and self.ops is None:
+            log.info("fused decode kernels unavailable (triton not importable); using the plain step")
         self.graphs: dict[int, _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
@@ -153,5 +218,15 @@ class GraphDecoder:
     def __call__(self, tokens: torch.Tensor, prompt_len: int, step: int) -> torch.Tensor:
         b = self.bucket(tokens.shape[0])
         if b not in self.graphs:
-            self.graphs[b] = _Graph(self.model, self.cache, b, self.pool, self.compile_step, self.kernel)
+            self.graphs[b] = self._capture(b, prompt_len, step)
         return self.graphs[b](tokens, prompt_len, step)
+
+    def _capture(self, n: int, prompt_len: int, step: int) -> _Graph:
+        args = (self.model, self.cache, n, self.pool, self.compile_step, self.kernel)
+        if self.ops is not None:
+            try:
+                return _Graph(*args, ops=self.ops, prompt_len=prompt_len, step=step)
+            except Exception as exc:  # a kernel that fails to build or disagrees: keep serving
+                log.warning("fused decode step disabled: %s: %s", type(exc).__name__, exc)
+                self.ops = None
+        return _Graph(*args, prompt_len=prompt_len, step=step)

@@ -257,14 +257,17 @@ class Transformer(nn.Module):
             x = block(x, rope_local if block.sliding else rope_global, attend)
         return x
 
-    def logits(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, ids: torch.Tensor | None = None, normed: bool = False) -> torch.Tensor:
         """Hidden states [..., D] -> logits fp32 [..., V], or [..., len(ids)] for the token ``ids`` only.
+
+        ``normed``: x has been through the final norm already (the fused decode step does it).
 
         The head is the largest matrix of a small model with a big vocabulary
         (Gemma 3 270M: 168M of its 268M weights): a step whose tokens are
         restricted (token alignment) reads only the allowed rows.
         """
-        x = self.norm(x)
+        if not normed:
+            x = self.norm(x)
         if ids is None:
             logits = self.head(x).float()
         else:

@@ -23,19 +23,21 @@ WORKER = Path(__file__).with_name("interpreter_worker.py")
 
 @pytest.fixture(scope="session")
 def run_interpreted(tmp_path_factory):
-    """``run_interpreted(module, function, calls)``: calls is {key: (args, kwargs)}.
+    """``run_interpreted(module, function, calls, with_args=False)``: calls is {key: (args, kwargs)}.
 
-    Returns {key: output tensor, or the error text of that call}.
+    Returns {key: output, or the error text of that call}; with ``with_args`` the
+    output is (output, args after the call), for launchers that write into arguments.
     """
     pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[dev]')")
 
-    def run(module: str, function: str, calls: dict) -> dict:
+    def run(module: str, function: str, calls: dict, with_args: bool = False) -> dict:
         folder = tmp_path_factory.mktemp(f"interpret-{module}")
         inputs, outputs = folder / "calls.pt", folder / "outputs.pt"
         torch.save(calls, inputs)
         env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, str(WORKER), module, function, str(inputs), str(outputs)]
         proc = subprocess.run(
-            [sys.executable, str(WORKER), module, function, str(inputs), str(outputs)],
+            command + (["--with-args"] if with_args else []),
             env=env, capture_output=True, text=True, timeout=300,
         )
         if proc.returncode != 0:
