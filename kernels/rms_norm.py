@@ -50,6 +50,16 @@ def add_rms_norm_reference(
 
 
 @triton.jit
+def _normalized(v, w_ptr, cols, ok, n_cols, eps, dtype, CAST_BEFORE: tl.constexpr):
+    """RMSNorm of one fp32 row (masked columns hold 0), rounded as the eager module rounds; fp32 out."""
+    w = tl.load(w_ptr + cols, mask=ok, other=0.0)
+    y = v * (1.0 / tl.sqrt(tl.sum(v * v, 0) / n_cols + eps))
+    if CAST_BEFORE:  # Llama/Qwen2: both factors rounded to the activation dtype first
+        return (w.to(dtype).to(tl.float32) * y.to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    return (y * w).to(dtype).to(tl.float32)
+
+
+@triton.jit
 def _add_rms_norm_kernel(
     X, Delta, DeltaW, OutW, Sum, Out, n_cols, eps,
     HAS_DELTA: tl.constexpr, NORM_DELTA: tl.constexpr, NORM_OUT: tl.constexpr,
@@ -60,27 +70,15 @@ def _add_rms_norm_kernel(
     ok = cols < n_cols
     base = row * n_cols
     dtype = X.dtype.element_ty
-    x = tl.load(X + base + cols, mask=ok, other=0.0)
-    s = x
+    s = tl.load(X + base + cols, mask=ok, other=0.0)
     if HAS_DELTA:
         d = tl.load(Delta + base + cols, mask=ok, other=0.0).to(tl.float32)
         if NORM_DELTA:
-            w = tl.load(DeltaW + cols, mask=ok, other=0.0)
-            r = 1.0 / tl.sqrt(tl.sum(d * d, 0) / n_cols + eps)
-            if CAST_BEFORE:
-                d = (w.to(dtype).to(tl.float32) * (d * r).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-            else:
-                d = (d * r * w).to(dtype).to(tl.float32)
-        s = (x.to(tl.float32) + d).to(dtype)
+            d = _normalized(d, DeltaW, cols, ok, n_cols, eps, dtype, CAST_BEFORE)
+        s = (s.to(tl.float32) + d).to(dtype)  # the residual stream is rounded as the eager add rounds it
         tl.store(Sum + base + cols, s, mask=ok)
     if NORM_OUT:
-        sf = s.to(tl.float32)
-        w = tl.load(OutW + cols, mask=ok, other=0.0)
-        r = 1.0 / tl.sqrt(tl.sum(sf * sf, 0) / n_cols + eps)
-        if CAST_BEFORE:
-            out = w.to(dtype).to(tl.float32) * (sf * r).to(dtype).to(tl.float32)
-        else:
-            out = sf * r * w
+        out = _normalized(s.to(tl.float32), OutW, cols, ok, n_cols, eps, dtype, CAST_BEFORE)
         tl.store(Out + base + cols, out.to(dtype), mask=ok)
 
 

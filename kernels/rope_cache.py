@@ -53,6 +53,14 @@ def rope_qkv_reference(qkv, cos, sin, n_heads, n_kv_heads, gen_k, gen_v, step,
 
 
 @triton.jit
+def _weighted(y, w, dtype, CAST_BEFORE: tl.constexpr):
+    """The norm's weight multiply, rounded as the eager module rounds (y: the normalized fp32 values)."""
+    if CAST_BEFORE:  # Llama-style: both factors rounded to the activation dtype first
+        return (w.to(dtype).to(tl.float32) * y.to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    return (y * w).to(dtype).to(tl.float32)
+
+
+@triton.jit
 def _norm_rope(src, cos_ptr, sin_ptr, w_ptr, head_dim, eps,
                HAS_NORM: tl.constexpr, CAST_BEFORE: tl.constexpr, BLOCK_D: tl.constexpr):
     """One head: optional RMSNorm (rounded to the activation dtype, as the eager norm), then RoPE in fp32."""
@@ -66,14 +74,8 @@ def _norm_rope(src, cos_ptr, sin_ptr, w_ptr, head_dim, eps,
     xp = tl.load(src + partner, mask=ok, other=0.0).to(tl.float32)
     if HAS_NORM:
         r = 1.0 / tl.sqrt(tl.sum(x * x, 0) / head_dim + eps)
-        w = tl.load(w_ptr + cols, mask=ok, other=0.0)
-        wp = tl.load(w_ptr + partner, mask=ok, other=0.0)
-        if CAST_BEFORE:
-            x = (w.to(dtype).to(tl.float32) * (x * r).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-            xp = (wp.to(dtype).to(tl.float32) * (xp * r).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-        else:
-            x = (x * r * w).to(dtype).to(tl.float32)
-            xp = (xp * r * wp).to(dtype).to(tl.float32)
+        x = _weighted(x * r, tl.load(w_ptr + cols, mask=ok, other=0.0), dtype, CAST_BEFORE)
+        xp = _weighted(xp * r, tl.load(w_ptr + partner, mask=ok, other=0.0), dtype, CAST_BEFORE)
     c = tl.load(cos_ptr + cols, mask=ok, other=0.0).to(tl.float32)
     s = tl.load(sin_ptr + cols, mask=ok, other=0.0).to(tl.float32)
     rotated = tl.where(first, -xp, xp)
