@@ -8,7 +8,12 @@ it also runs the eager step of the same weights in fp32, so the fused step's
 error can be set beside the eager bf16 step's own rounding error. It writes
 the relative logit errors and the cache-slot differences as JSON.
 
-usage: fused_step_worker.py OUT.json
+With --builtin it runs, instead, the real built-in model (Gemma 3 270M) in fp32
+on a prompt of real code. bf16 is left to the random configs: the
+interpreter converts fp32 to bf16 by truncation, where a GPU rounds to
+nearest, so interpreted bf16 errors are about twice a GPU's.
+
+usage: fused_step_worker.py OUT.json [--builtin]
 """
 
 from __future__ import annotations
@@ -93,9 +98,42 @@ def run_case(family: str, dtype: torch.dtype, n: int, kernel) -> dict:
     return out
 
 
+@torch.inference_mode()
+def run_builtin(n: int, kernel) -> dict:
+    """The built-in model, fp32, prompt = the start of engine/generate.py: fused vs eager step."""
+    from pathlib import Path
+
+    from tealtab.engine.loading import load_backend
+
+    backend = load_backend("builtin:gemma-3-270m", device="cpu")
+    model = backend.model
+    source = (Path(__file__).resolve().parents[2] / "engine" / "generate.py").read_text()
+    ids = ([backend.bos_id] + backend.tokenize(source))[:600]  # past the 512-token sliding window
+    cache = KVCache(model.cfg, len(ids) + 1, 4, STEPS + 1, torch.float32, "cpu")
+    model(torch.tensor([ids]), torch.arange(len(ids)), PromptAttention(cache, 0, len(ids)))
+    fused = step_function(model, cache, n, kernel, fused_step.load_kernels())
+    eager = EagerDecoder(model, cache)
+    out: dict[str, list] = {}
+    for step in range(STEPS):
+        tokens = torch.tensor(ids[100 + step:100 + step + n])
+        got = fused(tokens[:, None], torch.tensor(len(ids)), torch.tensor(step))
+        want = eager(tokens, len(ids), step)
+        out.setdefault("fused_vs_eager", []).append(relative(got, want))
+        out.setdefault("same_greedy", []).append(bool((got.argmax(-1) == want.argmax(-1)).all()))
+    return out
+
+
 def main() -> None:
     kernel = triton_attention()
     results = {}
+    if "--builtin" in sys.argv[2:]:  # the built-in model only
+        try:
+            results["builtin/float32/n=3"] = run_builtin(3, kernel)
+        except Exception as exc:  # reported by the test
+            results["builtin/float32/n=3"] = f"{type(exc).__name__}: {exc}"
+        with open(sys.argv[1], "w") as f:
+            json.dump(results, f, indent=1)
+        return
     for family in CONFIGS:
         for dtype in (torch.float32, torch.bfloat16):
             for n in (1, 3):
