@@ -117,8 +117,13 @@ def test_capture_self_check_accepts_the_fused_step_and_rejects_a_wrong_one():
     got = step_function(model, cache, 3, None, ops)(tokens, prompt_len, step)
     assert check_fused_step(got, model, cache, 3, None, tokens, prompt_len, step) < 1e-5
 
-    real = ops.gated_act
-    ops.gated_act = lambda h, activation: real(h, activation) * 0.5  # a wrong kernel
+    real_act, real_rope = ops.gated_act, ops.rope_qkv
+    ops.gated_act = lambda h, activation: real_act(h, activation) * 0.5  # a wrong kernel
     wrong = step_function(model, cache, 3, None, ops)(tokens, prompt_len, step)
-    with pytest.raises(FusedStepMismatch, match="off by"):
+    with pytest.raises(FusedStepMismatch, match="off by 0.5"):
+        check_fused_step(wrong, model, cache, 3, None, tokens, prompt_len, step)
+    ops.gated_act = real_act
+    ops.rope_qkv = lambda qkv, cos, sin, *rest: real_rope(qkv, cos, -sin, *rest)  # rotating the wrong way
+    wrong = step_function(model, cache, 3, None, ops)(tokens, prompt_len, step)
+    with pytest.raises(FusedStepMismatch, match="off by 0.9"):
         check_fused_step(wrong, model, cache, 3, None, tokens, prompt_len, step)
