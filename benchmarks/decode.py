@@ -7,10 +7,12 @@ Two tables, measured in one run on the same machine:
    (llama-cpp-python on the GGUF file itself, when it is installed; it
    compiles from source, so it is not part of the test environment).
 2. Milliseconds per decode step for n = 1, 2, 4, 8 candidates at several
-   context lengths: bifurcated attention (prompt KV once, the engine's path),
-   a replicated-KV baseline (the prompt KV copied per candidate, as batch
-   decoding without sharing does), and n sequential single-candidate runs;
-   with the KV bytes each holds.
+   context lengths: bifurcated attention (prompt KV once, the engine's path,
+   with its fused small ops; also without them: "unfused", the model's own
+   forward), a replicated-KV baseline (the prompt KV copied per candidate,
+   as batch decoding without sharing does, on the model's own forward, and
+   its ratio to the unfused n=1 step), and n sequential single-candidate
+   runs; with the KV bytes each holds.
 
 Step times are the median over --steps steps, each timed alone, with the
 configurations taking turns in blocks of a few consecutive steps; tokens/s is the median of
@@ -98,7 +100,8 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
         ids = [backend.bos_id] + [int(t) for t in torch.randint(1000, 20000, (ctx - 1,))]
         backend.reset_cache()
         backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=1))  # prefill once
-        eager = EagerDecoder(model, cache)
+        eager = EagerDecoder(model, cache)  # the engine's step: fused where the C library loads
+        unfused = EagerDecoder(model, cache, fused=False)  # the model's own forward
         # Rounds of short blocks: each configuration runs BLOCK consecutive
         # steps (the first one only warms the caches, as the previous step of
         # a real decode would), then the next configuration takes its turn.
@@ -113,11 +116,13 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
         times: dict[tuple[int, str], list[float]] = {}
         for r in range(rounds):
             for n, (tokens, k_copy, v_copy) in setups.items():
-                for kind in ("bif", "rep"):
+                for kind in ("bif", "unfused", "rep"):
                     for b in range(BLOCK):
                         step = r * BLOCK + b
                         if kind == "bif":
                             ms = timed_ms(lambda: eager(tokens, ctx, step))
+                        elif kind == "unfused":
+                            ms = timed_ms(lambda: unfused(tokens, ctx, step))
                         else:
                             ms = timed_ms(lambda: model(tokens[:, None], torch.tensor([ctx + step]),
                                                         ReplicatedAttention(cache, k_copy, v_copy, ctx, step)))
@@ -126,14 +131,18 @@ def step_times(backend, contexts: list[int], ns: list[int], steps: int) -> list[
         del setups
         per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
         ctx_rows = [{"context": ctx, "n": n, "bifurcated_ms": statistics.median(times[(n, "bif")]),
+                     "bifurcated_unfused_ms": statistics.median(times[(n, "unfused")]),
                      "replicated_ms": statistics.median(times[(n, "rep")]),
                      "kv_bytes_bifurcated": per_token * (ctx + n * steps),
                      "kv_bytes_replicated": per_token * n * (ctx + steps)} for n in ns]
         one = next(r["bifurcated_ms"] for r in ctx_rows if r["n"] == 1)
+        one_unfused = next(r["bifurcated_unfused_ms"] for r in ctx_rows if r["n"] == 1)
         for r in ctx_rows:
             r["sequential_ms"] = one * r["n"]
             r["bifurcated_over_n1"] = r["bifurcated_ms"] / one
-            r["replicated_over_n1"] = r["replicated_ms"] / one
+            r["fused_speedup"] = r["bifurcated_unfused_ms"] / r["bifurcated_ms"]
+            # The replicated baseline runs the model's own forward: compare it with the same forward.
+            r["replicated_over_n1"] = r["replicated_ms"] / one_unfused
         rows += ctx_rows
     return rows
 
@@ -240,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tealtab / HF generate: {speed['tealtab'] / speed['hf_generate_fp32']:.2f}x")
 
     rows = step_times(backend, args.contexts, args.candidates, args.steps)
-    print(f"\n{'ctx':>6}{'n':>4}{'bifurc ms':>11}{'replic ms':>11}{'seq ms':>9}{'bif/n1':>8}{'rep/n1':>8}"
-          f"{'KV MB bif':>11}{'KV MB rep':>11}")
+    print(f"\n{'ctx':>6}{'n':>4}{'bifurc ms':>11}{'unfused ms':>11}{'replic ms':>11}{'seq ms':>9}{'bif/n1':>8}"
+          f"{'rep/n1':>8}{'KV MB bif':>11}{'KV MB rep':>11}")
     for r in rows:
-        print(f"{r['context']:>6}{r['n']:>4}{r['bifurcated_ms']:>11.1f}{r['replicated_ms']:>11.1f}"
-              f"{r['sequential_ms']:>9.1f}{r['bifurcated_over_n1']:>8.2f}{r['replicated_over_n1']:>8.2f}"
+        print(f"{r['context']:>6}{r['n']:>4}{r['bifurcated_ms']:>11.1f}{r['bifurcated_unfused_ms']:>11.1f}"
+              f"{r['replicated_ms']:>11.1f}{r['sequential_ms']:>9.1f}{r['bifurcated_over_n1']:>8.2f}"
+              f"{r['replicated_over_n1']:>8.2f}"
               f"{r['kv_bytes_bifurcated'] / 1e6:>11.1f}{r['kv_bytes_replicated'] / 1e6:>11.1f}")
     report = {"benchmark": "decode_cpu", "date": datetime.date.today().isoformat(),
               "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,

@@ -18,9 +18,11 @@ the thread count.
 The C file is compiled with the system's C compiler on first use (well under
 a second) into the model cache folder, keyed by the source, the compiler and
 the CPU, and loaded with ctypes (which releases the GIL): a large matrix is
-split by blocks over ``torch.get_num_threads()`` threads. Without a
-compiler, or with TEALTAB_CPU_KERNEL=0, Linear keeps a plain bf16 copy and
-its torch paths, and the log says so once.
+split by blocks over ``torch.get_num_threads()`` threads. The same library
+holds cpu_fused.c (the decode step's small ops, engine/cpu_fused.py).
+Without a compiler, or with TEALTAB_CPU_KERNEL=0, Linear keeps a plain bf16
+copy and its torch paths, the decode step its eager ops, and the log says so
+once.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from tealtab.engine.env import env_flag
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cpu_rows.c")
+SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"))
 MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job: a thread
 # hand-off costs tens of microseconds, and one or two rows of a layer matrix
@@ -88,10 +90,10 @@ def _cpu_key() -> str:
 
 
 def _build(cc: str) -> Path:
-    """Compile cpu_rows.c into the cache (once per source, compiler and CPU)."""
+    """Compile the C sources into one library in the cache (once per sources, compiler and CPU)."""
     from tealtab.engine.loading import cache_dir
 
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     key = hashlib.sha1(source + cc.encode() + _cpu_key().encode() + platform.machine().encode()).hexdigest()[:16]
     out = cache_dir() / "kernels" / f"cpu_rows-{key}.so"
     if out.exists():
@@ -102,13 +104,13 @@ def _build(cc: str) -> Path:
     for flags in (["-O3", "-march=native"], ["-O3"]):
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             tmp_out = Path(tmp) / out.name
-            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(tmp_out), str(SOURCE)],
+            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(tmp_out), *map(str, SOURCES), "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp_out, out)  # atomic: concurrent builders agree
                 return out
             errors.append(proc.stderr.strip())
-    raise RuntimeError("compiling cpu_rows.c failed: " + " | ".join(errors)[:500])
+    raise RuntimeError("compiling the CPU kernels failed: " + " | ".join(errors)[:500])
 
 
 def load() -> bool:
@@ -132,6 +134,11 @@ def load() -> bool:
                                                 ctypes.c_int64]
             lib.tealtab_rows_packed.restype = ctypes.c_int
             lib.tealtab_rows_isa.restype = ctypes.c_char_p
+            ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+            lib.tealtab_add_rms_norm.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, f32]
+            lib.tealtab_add_rms_norm.restype = ctypes.c_int
+            lib.tealtab_rope_qkv.argtypes = [ptr, ptr, ptr, ptr, ptr, f32, i64, i64, i64, i64, ptr, ptr, ptr, i64, i64]
+            lib.tealtab_rope_qkv.restype = ctypes.c_int
         except Exception as exc:  # keep serving on the torch paths
             _failed = f"{type(exc).__name__}: {exc}"
             log.warning("CPU bf16 rows kernel unavailable, using torch matmuls (%s)", _failed)
@@ -142,6 +149,11 @@ def load() -> bool:
         _lib = lib
         log.info("CPU bf16 rows kernel loaded (%s, %d threads)", isa(), _threads)
         return True
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded C library (cpu_rows.c + cpu_fused.c), or None where it is unavailable."""
+    return _lib if load() else None
 
 
 def isa() -> str | None:

@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from tealtab.engine import fused_step
+from tealtab.engine import cpu_fused, fused_step
 from tealtab.engine.env import env_flag
 from tealtab.engine.kv_cache import CandidateAttention, KVCache, bifurcated_attention
 from tealtab.engine.model import Transformer
@@ -34,16 +34,31 @@ def triton_attention():
 
 
 class EagerDecoder:
-    """Runs the model once per step from Python (CPU, and CUDA without graphs)."""
+    """Runs the model once per step from Python (CPU, and CUDA without graphs).
 
-    def __init__(self, model: Transformer, cache: KVCache) -> None:
+    ``fused`` (default: on for fp32 CPU models of a family fused_step covers,
+    where the C library loads; off with TEALTAB_FUSED_DECODE=0) runs
+    fused_step's forward with cpu_fused's ops instead of the model's own.
+    """
+
+    def __init__(self, model: Transformer, cache: KVCache, fused: bool | None = None) -> None:
         self.model = model
         self.cache = cache
+        if fused is None:
+            fused = (env_flag("TEALTAB_FUSED_DECODE", True) and model.device.type == "cpu"
+                     and model.act_dtype == torch.float32 and cache.prompt_k.dtype == torch.float32
+                     and model.cfg.head_dim <= cpu_fused.MAX_HEAD_DIM and fused_step.supports(model.cfg))
+        if fused and model.device.type != "cpu":
+            raise ValueError("the eager fused step runs on the CPU; on CUDA, GraphDecoder fuses")
+        self.ops = cpu_fused.load_kernels() if fused else None
 
     def __call__(self, tokens: torch.Tensor, prompt_len: int, step: int) -> torch.Tensor:
         """tokens [n] at generated index ``step`` -> logits fp32 [n, V]."""
         positions = torch.tensor([prompt_len + step], device=tokens.device)
-        return self.model(tokens[:, None], positions, CandidateAttention(self.cache, prompt_len, tokens.shape[0], step))
+        attend = CandidateAttention(self.cache, prompt_len, tokens.shape[0], step, self.ops)
+        if self.ops is not None:
+            return fused_step.fused_logits(self.model, tokens[:, None], positions, attend, self.ops)
+        return self.model(tokens[:, None], positions, attend)
 
 
 class _StaticAttention:

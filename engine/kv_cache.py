@@ -181,11 +181,12 @@ def bifurcated_attention(
 class CandidateAttention:
     """One decode step of n candidates at generated index ``step`` (position prompt_len + step)."""
 
-    def __init__(self, cache: KVCache, prompt_len: int, n: int, step: int) -> None:
+    def __init__(self, cache: KVCache, prompt_len: int, n: int, step: int, ops=None) -> None:
         self.cache = cache
         self.prompt_len = prompt_len
         self.n = n
         self.step = step
+        self.ops = ops  # fused_step's kernels (cpu_fused on the CPU), for attend_qkv
         cfg = cache.cfg
         dev = cache.prompt_k.device
         pos = prompt_len + step
@@ -204,6 +205,18 @@ class CandidateAttention:
         c, s, n = self.cache, self.step, self.n
         c.gen_k[layer, :n, :, s] = k[:, :, 0]
         c.gen_v[layer, :n, :, s] = v[:, :, 0]
+        return self._attend(layer, q)
+
+    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
+        """fused_step's entry: q/k norm, RoPE and the cache write in one call, then attention."""
+        c, cfg = self.cache, self.cache.cfg
+        q = self.ops.rope_qkv(qkv, cos, sin, cfg.n_heads, cfg.n_kv_heads, c.gen_k[layer], c.gen_v[layer],
+                              self.step, q_weight, k_weight, eps, cast_before_weight)
+        return self._attend(layer, q)
+
+    def _attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        c, s, n = self.cache, self.step, self.n
         sliding = c.cfg.sliding_layers[layer]
         start = self.window_start if sliding else 0
         return bifurcated_attention(

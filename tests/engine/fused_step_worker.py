@@ -74,7 +74,7 @@ def run_case(family: str, dtype: torch.dtype, n: int, kernel) -> dict:
     ops = fused_step.load_kernels()
     plain = step_function(model, cache, n, kernel)
     fused = step_function(model, cache, n, kernel, ops)
-    eager = EagerDecoder(model, cache)
+    eager = EagerDecoder(model, cache, fused=False)
     out: dict[str, list] = {}
     prompt_len = torch.tensor(PROMPT)
     for step in range(STEPS):
@@ -90,7 +90,7 @@ def run_case(family: str, dtype: torch.dtype, n: int, kernel) -> dict:
                 "v_slot": relative(v_fused, cache.gen_v[:, :n, :, step]),
                 "same_greedy": bool((got.argmax(-1) == want.argmax(-1)).all())}
         if exact is not None:
-            truth = EagerDecoder(exact.model, exact.cache)(tokens, PROMPT, step)
+            truth = EagerDecoder(exact.model, exact.cache, fused=False)(tokens, PROMPT, step)
             rows["fused_vs_fp32"] = relative(got, truth)
             rows["eager_vs_fp32"] = relative(want, truth)
         for key, value in rows.items():
@@ -112,7 +112,7 @@ def run_builtin(n: int, kernel) -> dict:
     cache = KVCache(model.cfg, len(ids) + 1, 4, STEPS + 1, torch.float32, "cpu")
     model(torch.tensor([ids]), torch.arange(len(ids)), PromptAttention(cache, 0, len(ids)))
     fused = step_function(model, cache, n, kernel, fused_step.load_kernels())
-    eager = EagerDecoder(model, cache)
+    eager = EagerDecoder(model, cache, fused=False)
     out: dict[str, list] = {}
     for step in range(STEPS):
         tokens = torch.tensor(ids[100 + step:100 + step + n])

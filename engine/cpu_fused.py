@@ -1,0 +1,100 @@
+"""The fused decode step's ops on the CPU: cpu_fused.c through ctypes.
+
+fused_step.fused_logits takes its small ops from a namespace: on CUDA the
+Triton kernels (kernels/), here these launchers, which call cpu_fused.c (built
+into cpu_rows' library). They take the same arguments as the Triton
+launchers, for fp32 activations (the engine's CPU dtype). On the built-in
+model they take a decode step from 70 PyTorch operators per layer to 10 calls
+(benchmarks/step_ops.py counts the CUDA step; the CPU step runs the same
+forward), and benchmarks/decode.py reports the step time with and without.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from tealtab.engine import cpu_rows
+
+MAX_HEAD_DIM = 1024  # cpu_fused.c's per-head scratch
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _check_fp32(*tensors: torch.Tensor | None) -> None:
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            raise ValueError(f"cpu_fused takes fp32 CPU tensors, got {t.dtype} on {t.device}")
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor | None, delta_weight: torch.Tensor | None,
+                 out_weight: torch.Tensor | None, eps: float, cast_before_weight: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(s, out): s = x + norm_delta(delta) (x itself without delta), out = norm_out(s) or None.
+
+    As kernels/rms_norm.add_rms_norm; ``cast_before_weight`` makes no difference in fp32.
+    """
+    if delta is None and out_weight is None:
+        raise ValueError("nothing to compute: no delta and no output norm")
+    d = x.shape[-1]
+    if delta is not None and delta.shape != x.shape:
+        raise ValueError(f"delta must match x: {tuple(delta.shape)} vs {tuple(x.shape)}")
+    _check_fp32(x, delta, delta_weight, out_weight)
+    # A few rows' matmul output can be a transposed view (model.Linear); the C code reads rows.
+    x = x.contiguous()
+    delta = None if delta is None else delta.contiguous()
+    s = torch.empty_like(x) if delta is not None else x
+    out = torch.empty_like(x) if out_weight is not None else None
+    cpu_rows.library().tealtab_add_rms_norm(
+        x.data_ptr(), _ptr(delta), _ptr(delta_weight), _ptr(out_weight), _ptr(s) if delta is not None else None,
+        _ptr(out), x.numel() // d, d, eps)
+    return s, out
+
+
+def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int, n_kv_heads: int,
+             gen_k: torch.Tensor, gen_v: torch.Tensor, step: int | torch.Tensor,
+             q_weight: torch.Tensor | None = None, k_weight: torch.Tensor | None = None, eps: float = 1e-6,
+             cast_before_weight: bool = True) -> torch.Tensor:
+    """q [n, H, 1, D] from the fused QKV output; k (normed, rotated) and v go to the cache at ``step``.
+
+    As kernels/rope_cache.rope_qkv: qkv [n, 1, (H + 2 Hkv) D]; cos, sin [D] (or [1, D]);
+    gen_k, gen_v [>= n, Hkv, Gmax, D] with contiguous rows of D.
+    """
+    n, d = qkv.shape[0], gen_k.shape[-1]
+    step = int(step)
+    if qkv.numel() != n * (n_heads + 2 * n_kv_heads) * d or cos.numel() != d or sin.numel() != d:
+        raise ValueError(f"qkv/cos/sin do not fit H={n_heads}, Hkv={n_kv_heads}, D={d}")
+    if d > MAX_HEAD_DIM or d % 2 or gen_k.shape[0] < n or gen_k.stride(-1) != 1 or gen_v.stride() != gen_k.stride():
+        raise ValueError(f"unsupported cache layout {tuple(gen_k.shape)} / {gen_k.stride()} for D={d}")
+    if not 0 <= step < gen_k.shape[2]:
+        raise ValueError(f"step {step} outside the cache's {gen_k.shape[2]} slots")
+    _check_fp32(qkv, cos, sin, q_weight, k_weight)
+    qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
+    if gen_k.dtype != torch.float32 or gen_v.dtype != torch.float32:
+        raise ValueError("the cache must be fp32")
+    q = torch.empty(n, n_heads, 1, d)
+    cpu_rows.library().tealtab_rope_qkv(
+        qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), _ptr(q_weight), _ptr(k_weight), eps, n, n_heads,
+        n_kv_heads, d, q.data_ptr(), gen_k[0, 0, step].data_ptr(), gen_v[0, 0, step].data_ptr(),
+        gen_k.stride(0), gen_k.stride(1))
+    return q
+
+
+def gated_act(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """act(gate) * up from h = [gate | up]: two torch operators, already vectorized (no C version)."""
+    gate, up = h.chunk(2, dim=-1)
+    return (F.gelu(gate, approximate="tanh") if activation == "gelu_tanh" else F.silu(gate)) * up
+
+
+def load_kernels() -> SimpleNamespace | None:
+    """The launchers for fused_step, or None where the C library is unavailable."""
+    if cpu_rows.library() is None:
+        return None
+    return SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_act)
+
+
+__all__ = ["add_rms_norm", "gated_act", "load_kernels", "rope_qkv"]
