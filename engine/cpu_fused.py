@@ -3,10 +3,13 @@
 fused_step.fused_logits takes its small ops from a namespace: on CUDA the
 Triton kernels (kernels/), here these launchers, which call cpu_fused.c (built
 into cpu_rows' library). They take the same arguments as the Triton
-launchers, for fp32 activations (the engine's CPU dtype). On the built-in
-model they take a decode step from 70 PyTorch operators per layer to 10 calls
-(benchmarks/step_ops.py counts the CUDA step; the CPU step runs the same
-forward), and benchmarks/decode.py reports the step time with and without.
+launchers, for fp32 activations (the engine's CPU dtype). Per layer, the
+norms, RoPE, the cache write and the residual adds become three C calls
+instead of dozens of PyTorch operators (benchmarks/step_ops.py counts 70
+operators per layer in Gemma 3's step, 4 of them matmuls), each with its
+own dispatch cost however little data it touches;
+benchmarks/decode.py reports the step time with and without
+(results/decode-cpu8-2026-11-24.json: 1.10-1.14x).
 """
 
 from __future__ import annotations

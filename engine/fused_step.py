@@ -1,4 +1,4 @@
-"""The decode step's forward pass with fused kernels (CUDA, Triton).
+"""The decode step's forward pass with fused small ops (Triton on CUDA, C on the CPU).
 
 The model's own forward (model.Block), captured in a CUDA graph, launches 40
 kernels per layer for Qwen2 and 70 for Gemma 3 (benchmarks/step_ops.py), for
@@ -14,8 +14,9 @@ memory-bandwidth limit. This forward uses:
 - kernels/gated_act: act(gate) * up, one launch;
 
 so a layer is 10 launches: four matmuls, attention (2), and the four above.
-It applies to RMSNorm models with a gated MLP (Llama, Qwen2, Gemma 3);
-``supports`` says whether a config qualifies.
+On the CPU, engine/cpu_fused.py supplies the same ops (C for the norms and
+RoPE, torch for the activation). It applies to RMSNorm models with a gated
+MLP (Llama, Qwen2, Gemma 3); ``supports`` says whether a config qualifies.
 """
 
 from __future__ import annotations
