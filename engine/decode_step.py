@@ -16,7 +16,7 @@ import torch
 
 from tealtab.engine import cpu_fused, fused_step
 from tealtab.engine.env import env_flag
-from tealtab.engine.kv_cache import CandidateAttention, KVCache, bifurcated_attention
+from tealtab.engine.kv_cache import CandidateAttention, FusedEntry, KVCache, bifurcated_attention
 from tealtab.engine.model import Transformer
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class EagerDecoder:
         return self.model(tokens[:, None], positions, attend)
 
 
-class _StaticAttention:
+class _StaticAttention(FusedEntry):
     """CandidateAttention over the full cache buffers, lengths read from device tensors."""
 
     def __init__(self, cache: KVCache, n: int, prompt_len: torch.Tensor, step: torch.Tensor,
@@ -93,14 +93,6 @@ class _StaticAttention:
         c, n = self.cache, self.n
         c.gen_k[layer, :n].index_copy_(2, self.step.view(1), k)
         c.gen_v[layer, :n].index_copy_(2, self.step.view(1), v)
-        return self._attend(layer, q)
-
-    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
-        """fused_step's entry: the fused QKV output -> q/k norm, RoPE, cache write (one kernel), attention."""
-        c, cfg = self.cache, self.cache.cfg
-        q = self.ops.rope_qkv(qkv, cos, sin, cfg.n_heads, cfg.n_kv_heads, c.gen_k[layer], c.gen_v[layer],
-                              self.step, q_weight, k_weight, eps, cast_before_weight)
         return self._attend(layer, q)
 
     def _attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:

@@ -178,7 +178,27 @@ def bifurcated_attention(
     return (o_prompt + o_gen).reshape(n, h, 1, d)
 
 
-class CandidateAttention:
+class FusedEntry:
+    """fused_step's way into a decode attention: ``attend_qkv`` takes the fused QKV
+    output; ``ops.rope_qkv`` does q/k norm, RoPE and the cache write at ``step`` in
+    one call, then the class's ``_attend(layer, q)`` attends."""
+
+    cache: KVCache
+    step: int | torch.Tensor
+    ops: object
+
+    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
+        c, cfg = self.cache, self.cache.cfg
+        q = self.ops.rope_qkv(qkv, cos, sin, cfg.n_heads, cfg.n_kv_heads, c.gen_k[layer], c.gen_v[layer],
+                              self.step, q_weight, k_weight, eps, cast_before_weight)
+        return self._attend(layer, q)
+
+    def _attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CandidateAttention(FusedEntry):
     """One decode step of n candidates at generated index ``step`` (position prompt_len + step)."""
 
     def __init__(self, cache: KVCache, prompt_len: int, n: int, step: int, ops=None) -> None:
@@ -205,14 +225,6 @@ class CandidateAttention:
         c, s, n = self.cache, self.step, self.n
         c.gen_k[layer, :n, :, s] = k[:, :, 0]
         c.gen_v[layer, :n, :, s] = v[:, :, 0]
-        return self._attend(layer, q)
-
-    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
-        """fused_step's entry: q/k norm, RoPE and the cache write in one call, then attention."""
-        c, cfg = self.cache, self.cache.cfg
-        q = self.ops.rope_qkv(qkv, cos, sin, cfg.n_heads, cfg.n_kv_heads, c.gen_k[layer], c.gen_v[layer],
-                              self.step, q_weight, k_weight, eps, cast_before_weight)
         return self._attend(layer, q)
 
     def _attend(self, layer: int, q: torch.Tensor) -> torch.Tensor:
