@@ -17,9 +17,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 from tealtab.engine import cpu_rows
+from tealtab.engine.model import gated_activation
 
 MAX_HEAD_DIM = 1024  # cpu_fused.c's per-head scratch
 
@@ -87,17 +87,12 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: i
     return q
 
 
-def gated_act(h: torch.Tensor, activation: str) -> torch.Tensor:
-    """act(gate) * up from h = [gate | up]: two torch operators, already vectorized (no C version)."""
-    gate, up = h.chunk(2, dim=-1)
-    return (F.gelu(gate, approximate="tanh") if activation == "gelu_tanh" else F.silu(gate)) * up
-
-
 def load_kernels() -> SimpleNamespace | None:
     """The launchers for fused_step, or None where the C library is unavailable."""
     if cpu_rows.library() is None:
         return None
-    return SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_act)
+    # The activation stays two torch operators (vectorized already): the model's own.
+    return SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_activation)
 
 
-__all__ = ["add_rms_norm", "gated_act", "load_kernels", "rope_qkv"]
+__all__ = ["add_rms_norm", "load_kernels", "rope_qkv"]

@@ -64,8 +64,7 @@ def _block(block: Block, x: torch.Tensor, carry: tuple | None, rope, attend, ops
     o = attend.attend_qkv(block.index, qkv, cos, sin, _weight(q_norm), _weight(k_norm), eps, cast_before)
     o = block.wo(o.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim))
     x, h = ops.add_rms_norm(x, o, _weight(block.post_attn_norm), block.mlp_norm.weight, eps, cast_before)
-    activation = "gelu_tanh" if cfg.activation == "gelu_tanh" else "silu"
-    m = block.w2(ops.gated_act(block.w13(h), activation))
+    m = block.w2(ops.gated_act(block.w13(h), cfg.activation))
     return x, (m, block.post_mlp_norm)
 
 

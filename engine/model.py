@@ -112,6 +112,17 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x.float(), (x.shape[-1],), self.weight, self.bias, self.eps).to(x.dtype)
 
 
+def activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """The config's activation: "silu" or "gelu_tanh" (tanh-approximated GELU)."""
+    return F.gelu(x, approximate="tanh") if activation == "gelu_tanh" else F.silu(x)
+
+
+def gated_activation(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """A gated MLP's middle: h = [gate | up] (the fused projection) -> act(gate) * up."""
+    gate, up = h.chunk(2, dim=-1)
+    return activate(gate, activation) * up
+
+
 def make_norm(cfg: ModelConfig, w: dict[str, torch.Tensor], name: str) -> nn.Module:
     """The family's norm for the weights called ``name`` (``...weight``, and ``...bias`` for LayerNorm)."""
     if cfg.layer_norm:
@@ -171,7 +182,6 @@ class Block(nn.Module):
         if cfg.qk_norm:
             self.q_norm = norm("self_attn.q_norm")
             self.k_norm = norm("self_attn.k_norm")
-        self.act = (lambda t: F.gelu(t, approximate="tanh")) if cfg.activation == "gelu_tanh" else F.silu
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attend: Attend) -> torch.Tensor:
         cfg = self.cfg
@@ -194,10 +204,9 @@ class Block(nn.Module):
         x = x + o
         h = self.w13(self.mlp_norm(x))
         if self.cfg.gated_mlp:
-            gate, up = h.chunk(2, dim=-1)
-            m = self.w2(self.act(gate) * up)
+            m = self.w2(gated_activation(h, self.cfg.activation))
         else:
-            m = self.w2(self.act(h))
+            m = self.w2(activate(h, self.cfg.activation))
         if self.post_mlp_norm is not None:
             m = self.post_mlp_norm(m)
         return x + m

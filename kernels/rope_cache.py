@@ -21,16 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
+from tealtab.kernels.rms_norm import rms_norm_reference
+
 # Whether Triton built the kernel below for its CPU interpreter (TRITON_INTERPRET=1 at import).
 _INTERPRETED = bool(triton.knobs.runtime.interpret)
-
-
-def _head_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, cast_before_weight: bool) -> torch.Tensor:
-    if weight is None:
-        return x
-    xf = x.float()
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight.to(x.dtype) * y.to(x.dtype) if cast_before_weight else (y * weight).to(x.dtype)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -44,8 +38,9 @@ def rope_qkv_reference(qkv, cos, sin, n_heads, n_kv_heads, gen_k, gen_v, step,
     """PyTorch ops of the engine's eager path (model.Block + the cache write); same arguments as rope_qkv."""
     n, d = qkv.shape[0], gen_k.shape[-1]
     q, k, v = qkv.reshape(n, n_heads + 2 * n_kv_heads, d).split([n_heads, n_kv_heads, n_kv_heads], dim=1)
-    q = _rope(_head_norm(q, q_weight, eps, cast_before_weight), cos.reshape(d), sin.reshape(d))
-    k = _rope(_head_norm(k, k_weight, eps, cast_before_weight), cos.reshape(d), sin.reshape(d))
+    if q_weight is not None:
+        q, k = (rms_norm_reference(t, w, eps, cast_before_weight) for t, w in ((q, q_weight), (k, k_weight)))
+    q, k = _rope(q, cos.reshape(d), sin.reshape(d)), _rope(k, cos.reshape(d), sin.reshape(d))
     at = torch.as_tensor(step, device=gen_k.device).reshape(1)
     gen_k[:n].index_copy_(2, at, k.unsqueeze(2))
     gen_v[:n].index_copy_(2, at, v.unsqueeze(2))
