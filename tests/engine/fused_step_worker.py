@@ -27,22 +27,12 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (by the kernel
 import torch  # noqa: E402
 
 from tealtab.engine import fused_step  # noqa: E402
-from tealtab.engine.config import preset  # noqa: E402
 from tealtab.engine.decode_step import EagerDecoder, step_function, triton_attention  # noqa: E402
 from tealtab.engine.kv_cache import KVCache, PromptAttention  # noqa: E402
 from tealtab.engine.model import Transformer  # noqa: E402
 from tealtab.engine.testing import random_weights  # noqa: E402
+from tiny_configs import CONFIGS  # noqa: E402  (this script's folder)
 
-SMALL = dict(vocab_size=300, dim=64, n_heads=4, intermediate_size=96, head_dim=16, attn_scale=0.25)
-CONFIGS = {
-    # Sliding layers with a window shorter than the prompt, q/k norm, sandwich norms, GELU.
-    "gemma3": preset("gemma-3-270m", n_layers=3, n_kv_heads=1, sliding_window=8,
-                     sliding_layers=(True, False, True), embed_scale=8.0, **SMALL),
-    # QKV bias, GQA group 2, SiLU, tied head.
-    "qwen2": preset("qwen2.5-coder-1.5b", n_layers=2, sliding_layers=(False, False), n_kv_heads=2, **SMALL),
-    "llama": preset("qwen2.5-coder-1.5b", family="llama", qkv_bias=False, tie_embeddings=False,
-                    n_layers=2, sliding_layers=(False, False), n_kv_heads=2, **SMALL),
-}
 PROMPT, STEPS = 19, 3
 
 

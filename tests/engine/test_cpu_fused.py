@@ -8,23 +8,13 @@ import pytest
 import torch
 
 from tealtab.engine import cpu_fused, cpu_rows, fused_step
-from tealtab.engine.config import preset
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import RMSNorm, Transformer, apply_rope
 from tealtab.engine.testing import random_weights
+from tiny_configs import CONFIGS
 
 pytestmark = pytest.mark.skipif(cpu_rows.library() is None, reason="no C compiler for the CPU kernels")
-
-SMALL = dict(vocab_size=300, dim=64, n_heads=4, intermediate_size=96, head_dim=16, attn_scale=0.25)
-CONFIGS = {
-    "gemma3": preset("gemma-3-270m", n_layers=3, n_kv_heads=1, sliding_window=8,
-                     sliding_layers=(True, False, True), embed_scale=8.0, **SMALL),
-    "qwen2": preset("qwen2.5-coder-1.5b", n_layers=2, sliding_layers=(False, False), n_kv_heads=2, **SMALL),
-    "llama": preset("qwen2.5-coder-1.5b", family="llama", qkv_bias=False, tie_embeddings=False, n_layers=2,
-                    sliding_layers=(False, False), n_kv_heads=2, **SMALL),
-}
-
 
 @pytest.mark.parametrize("unit_offset", [True, False])
 @pytest.mark.parametrize("rows", [1, 3, 8])

@@ -23,7 +23,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install -e '.
 from tealtab.engine import fused_step  # noqa: E402
 
 WORKER = Path(__file__).with_name("fused_step_worker.py")
-FAMILIES = ("gemma3", "qwen2", "llama")
+FAMILIES = ("gemma3", "qwen2", "llama")  # tiny_configs.CONFIGS
 CASES = [f"{family}/{dtype}/n={n}" for family in FAMILIES for dtype in ("float32", "bfloat16") for n in (1, 3)]
 
 
@@ -93,13 +93,12 @@ def test_relative_error_flags_non_finite_outputs():
 def _cpu_step_setup(n):
     """A tiny Qwen2-shaped model with a filled prompt cache; on the CPU the fused
     launchers run their PyTorch references, so no interpreter is needed."""
-    from tealtab.engine.config import preset
     from tealtab.engine.kv_cache import KVCache, PromptAttention
     from tealtab.engine.model import Transformer
     from tealtab.engine.testing import random_weights
+    from tiny_configs import CONFIGS
 
-    cfg = preset("qwen2.5-coder-1.5b", n_layers=2, sliding_layers=(False, False), vocab_size=300, dim=64,
-                 n_heads=4, n_kv_heads=2, head_dim=16, intermediate_size=96, attn_scale=0.25)
+    cfg = CONFIGS["qwen2"]
     model = Transformer(cfg, {k: v * 10 for k, v in random_weights(cfg).items()}, max_len=64)
     cache = KVCache(cfg, 20, 4, 4, torch.float32, "cpu")
     with torch.inference_mode():
