@@ -4,7 +4,7 @@ For 1, 2, 3, 4 and 8 rows, milliseconds to multiply them by every layer
 matrix of the model in turn (as a decode step reads them: from memory, not
 from cache) and, separately, by the LM head:
 
-* torch: what Linear does without the kernel (the bf16 GEMV for one row, the
+* torch: what CpuRowsLinear does without the kernel (the bf16 GEMV for one row, the
   fp32 weight for several);
 * kernel, with matrices split over the threads from SPLIT_MIN_WORK
   (rows x weights; the engine's setting) on, always, and never.
@@ -41,8 +41,8 @@ ROWS = (1, 2, 3, 4, 8)
 
 
 def torch_path(x: torch.Tensor, lin, plain_bf16: dict) -> torch.Tensor:
-    """Linear without the kernel: bf16 GEMV for one row (on a plain bf16 copy,
-    as Linear keeps where the kernel is unavailable), the fp32 weight otherwise."""
+    """CpuRowsLinear without the kernel: bf16 GEMV for one row (on a plain bf16 copy,
+    as CpuRowsLinear keeps where the kernel is unavailable), the fp32 weight otherwise."""
     if x.shape[0] == 1:
         return F.linear(x.bfloat16(), plain_bf16[id(lin)])
     return torch.mm(lin.weight, x.t())

@@ -31,6 +31,7 @@ import torch
 from tealtab.engine.config import preset
 from tealtab.engine.decode_step import EagerDecoder, GraphDecoder
 from tealtab.engine.kv_cache import KVCache
+from tealtab.engine.linear import pack_for_cpu_rows
 from tealtab.engine.local import pick_dtypes
 from tealtab.engine.model import Transformer
 from tealtab.engine.testing import random_weights
@@ -61,7 +62,9 @@ def measure(name: str, device: str, contexts: list[int], ns: list[int], steps: i
     cfg = preset(name)
     weight_dtype, act_dtype, lowp = pick_dtypes("auto", device)
     model = Transformer(cfg, random_weights(cfg, dtype=weight_dtype), weight_dtype, act_dtype,
-                        max_len=max(contexts) + steps + 8, device=device, lowp_dtype=lowp)
+                        max_len=max(contexts) + steps + 8, device=device)
+    if lowp is not None:
+        pack_for_cpu_rows(model)
     weight_bytes = sum(p.numel() * p.element_size() for n_, p in model.named_parameters()
                        if "lowp" not in n_ and n_ != "head.weight")
     rows = []

@@ -47,7 +47,7 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor | None, delta_weight: torc
     if delta is not None and delta.shape != x.shape:
         raise ValueError(f"delta must match x: {tuple(delta.shape)} vs {tuple(x.shape)}")
     _check_fp32(x, delta, delta_weight, out_weight)
-    # A few rows' matmul output can be a transposed view (model.Linear); the C code reads rows.
+    # A few rows' matmul output can be a transposed view (linear.dense_linear); the C code reads rows.
     x = x.contiguous()
     delta = None if delta is None else delta.contiguous()
     s = torch.empty_like(x) if delta is not None else x

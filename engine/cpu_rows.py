@@ -20,7 +20,7 @@ a second) into the model cache folder, keyed by the source, the compiler and
 the CPU, and loaded with ctypes (which releases the GIL): a large matrix is
 split by blocks over ``torch.get_num_threads()`` threads. The same library
 holds cpu_fused.c (the decode step's small ops, engine/cpu_fused.py).
-Without a compiler, or with TEALTAB_CPU_KERNEL=0, Linear keeps a plain bf16
+Without a compiler, or with TEALTAB_CPU_KERNEL=0, CpuRowsLinear keeps a plain bf16
 copy and its torch paths, the decode step its eager ops, and the log says so
 once.
 """
@@ -45,7 +45,8 @@ from tealtab.engine.env import env_flag
 
 log = logging.getLogger(__name__)
 
-SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"))
+SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"),
+           Path(__file__).with_name("cpu_sparse.c"))
 MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job: a thread
 # hand-off costs tens of microseconds, and one or two rows of a layer matrix
@@ -66,7 +67,7 @@ _threads = 1
 
 
 def enabled() -> bool:
-    """Off with TEALTAB_CPU_KERNEL=0 (then Linear keeps its torch paths)."""
+    """Off with TEALTAB_CPU_KERNEL=0 (then CpuRowsLinear keeps its torch paths)."""
     return env_flag("TEALTAB_CPU_KERNEL", True)
 
 
@@ -139,6 +140,13 @@ def load() -> bool:
             lib.tealtab_add_rms_norm.restype = ctypes.c_int
             lib.tealtab_rope_qkv.argtypes = [ptr, ptr, ptr, ptr, ptr, f32, i64, i64, i64, i64, ptr, ptr, ptr, i64, i64]
             lib.tealtab_rope_qkv.restype = ctypes.c_int
+            # cpu_sparse.c (engine/cpu_sparse.py)
+            lib.tealtab_sparse_scratch_bytes.argtypes = [i64, i64, i64, i64]
+            lib.tealtab_sparse_scratch_bytes.restype = i64
+            lib.tealtab_sparse_prepare.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, i64, ptr]
+            lib.tealtab_sparse_prepare.restype = i64
+            lib.tealtab_sparse_rows.argtypes = [ptr, ptr, ptr, i64, ptr, i64, i64]
+            lib.tealtab_sparse_rows.restype = ctypes.c_int
         except Exception as exc:  # keep serving on the torch paths
             _failed = f"{type(exc).__name__}: {exc}"
             log.warning("CPU bf16 rows kernel unavailable, using torch matmuls (%s)", _failed)

@@ -14,6 +14,7 @@ from tealtab.engine.decode_step import GraphDecoder
 from tealtab.engine.env import env_flag
 from tealtab.engine.generate import Generator
 from tealtab.engine.kv_cache import KVCache
+from tealtab.engine.linear import pack_for_cpu_rows
 from tealtab.engine.model import Transformer
 from tealtab.engine.tokenizer import Tokenizer
 
@@ -91,9 +92,10 @@ class LocalBackend:
             max_prompt = 8192 if device.startswith("cuda") else 4096
         max_prompt = min(max_prompt, cfg.max_position_embeddings - max_new)
         weights = load_weights(directory)
-        model = Transformer(cfg, weights, weight_dtype, act_dtype, max_len=max_prompt + max_new, device=device,
-                            lowp_dtype=lowp)
+        model = Transformer(cfg, weights, weight_dtype, act_dtype, max_len=max_prompt + max_new, device=device)
         del weights
+        if lowp is not None:
+            pack_for_cpu_rows(model)
         model.eval()
         tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
         cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)

@@ -1,8 +1,9 @@
 """The engine's own decoder-only transformer (Gemma 3, Qwen2, Llama).
 
 One module tree for all families, driven by :class:`ModelConfig`. Linear layers
-are swappable modules (:class:`Linear` here; quantized and activation-sparse
-ones replace it). Attention itself is not part of the module tree: every block
+are built as :class:`~tealtab.engine.linear.DenseLinear` and swapped after
+the build by passes in linear.py (the CPU's packed bf16 copy) and
+sparsity.py (TEAL's activation-sparse linears). Attention itself is not part of the module tree: every block
 calls an ``attend(layer, q, k, v)`` function supplied by the caller, so prefill
 (batch 1 over the shared prompt cache) and candidate decoding (n queries over
 the shared prompt KV plus each candidate's own KV) are separate objects behind
@@ -18,66 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tealtab.engine.config import ModelConfig
-from tealtab.engine import cpu_rows
+from tealtab.engine.linear import DenseLinear
 
 # attend(layer_index, q [B, H, T, D], k [B, Hkv, T, D], v [B, Hkv, T, D]) -> [B, H, T, D]
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class Linear(nn.Module):
-    """y = x W^T (+ b), with the weight kept in its own dtype.
-
-    The input is cast to the weight's dtype and the result back to the input's.
-    On the CPU a second, bf16 copy of the weight (``lowp``) serves inputs of
-    up to ``cpu_rows.MAX_ROWS`` rows: decoding is memory-bound, and cpu_rows'
-    kernel reads the copy (half the bytes of the fp32 weight, packed in its
-    block layout) once for all rows of a decode step of n candidates or a few
-    typed tokens. Longer inputs (prefill) use the fp32 weight, whose GEMMs
-    are fast on CPUs without bf16 matrix units. Where the kernel is
-    unavailable, the copy stays a plain bf16 matrix: one row uses torch's
-    bf16 GEMV, a few rows the fp32 weight.
-    """
-
-    SMALL_BATCH_ROWS = 16
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 lowp: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
-        self.weight_lowp = self.bias_lowp = None
-        if lowp is not None and lowp != weight.dtype:
-            # Packing loads (on first use, builds) the kernel at model load, not on the first request.
-            packed = lowp == torch.bfloat16 and weight.device.type == "cpu" and cpu_rows.load()
-            lowp_weight = cpu_rows.pack(weight) if packed else weight.to(lowp)
-            self.weight_lowp = nn.Parameter(lowp_weight, requires_grad=False)
-            if bias is not None and not packed:  # the kernel path adds the fp32 bias
-                self.bias_lowp = nn.Parameter(bias.to(lowp), requires_grad=False)
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, bias = self.weight, self.bias
-        rows = x.numel() // x.shape[-1]
-        lowp = self.weight_lowp
-        if lowp is not None and cpu_rows.usable(lowp, rows):
-            y = cpu_rows.rows_times_weight(x.reshape(rows, -1), lowp, self.out_features)
-            if bias is not None:
-                y = y + bias.float()
-            return y.reshape(*x.shape[:-1], -1).to(x.dtype)
-        if lowp is not None and rows == 1 and not cpu_rows.is_packed(lowp):
-            w, bias = lowp, self.bias_lowp
-        xw = x.to(w.dtype)
-        if w.device.type == "cpu" and 1 < rows <= self.SMALL_BATCH_ROWS:
-            # A few rows (n candidates): W @ x^T streams the weight once, while
-            # the x @ W^T GEMM kernels run several times slower at this shape.
-            y = torch.mm(w, xw.reshape(rows, -1).t()).t().reshape(*x.shape[:-1], -1)
-            if bias is not None:
-                y = y + bias
-            return y.to(x.dtype)
-        return F.linear(xw, w, bias).to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -149,8 +94,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Block(nn.Module):
     """One transformer layer: attention then MLP, each with a residual."""
 
-    def __init__(self, cfg: ModelConfig, index: int, w: dict[str, torch.Tensor], dtype: torch.dtype,
-                 lowp: torch.dtype | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, index: int, w: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
         super().__init__()
         self.cfg = cfg
         self.index = index
@@ -161,15 +105,15 @@ class Block(nn.Module):
         # q, k and v in one matmul; gate and up in another (fewer, larger GEMVs).
         qkv = torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).to(dtype)
         qkv_bias = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]) if cfg.qkv_bias else None
-        self.wqkv = Linear(qkv, qkv_bias, lowp)
-        self.wo = Linear(w[p + "self_attn.o_proj.weight"].to(dtype), bias("self_attn.o_proj"), lowp)
+        self.wqkv = DenseLinear(qkv, qkv_bias)
+        self.wo = DenseLinear(w[p + "self_attn.o_proj.weight"].to(dtype), bias("self_attn.o_proj"))
         if cfg.gated_mlp:
             up = torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
-            self.w13 = Linear(up.to(dtype), lowp=lowp)
-            self.w2 = Linear(w[p + "mlp.down_proj.weight"].to(dtype), lowp=lowp)
+            self.w13 = DenseLinear(up.to(dtype))
+            self.w2 = DenseLinear(w[p + "mlp.down_proj.weight"].to(dtype))
         else:
-            self.w13 = Linear(w[p + "mlp.c_fc.weight"].to(dtype), bias("mlp.c_fc"), lowp)
-            self.w2 = Linear(w[p + "mlp.c_proj.weight"].to(dtype), bias("mlp.c_proj"), lowp)
+            self.w13 = DenseLinear(w[p + "mlp.c_fc.weight"].to(dtype), bias("mlp.c_fc"))
+            self.w2 = DenseLinear(w[p + "mlp.c_proj.weight"].to(dtype), bias("mlp.c_proj"))
         self.attn_norm = norm("input_layernorm")
         if cfg.sandwich_norms:
             self.post_attn_norm = norm("post_attention_layernorm")
@@ -223,7 +167,6 @@ class Transformer(nn.Module):
         act_dtype: torch.dtype = torch.float32,
         max_len: int = 4096,
         device: torch.device | str = "cpu",
-        lowp_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -231,13 +174,13 @@ class Transformer(nn.Module):
         self.max_len = max_len
         embed = weights["model.embed_tokens.weight"].to(weight_dtype)
         self.embed = nn.Parameter(embed, requires_grad=False)
-        self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype, lowp_dtype) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg, weights, "model.norm")
         head = weights.get("lm_head.weight")
         if cfg.tie_embeddings or head is None:
-            self.head = Linear(self.embed.data, lowp=lowp_dtype)  # shares the embedding's storage
+            self.head = DenseLinear(self.embed.data)  # shares the embedding's storage
         else:
-            self.head = Linear(head.to(weight_dtype), lowp=lowp_dtype)
+            self.head = DenseLinear(head.to(weight_dtype))
         self.to(device)
         dev = self.embed.device
         cos, sin = rope_tables(cfg, max_len, cfg.rope_theta, dev)

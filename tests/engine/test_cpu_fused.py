@@ -10,6 +10,7 @@ import torch
 from tealtab.engine import cpu_fused, cpu_rows, fused_step
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
+from tealtab.engine.linear import pack_for_cpu_rows
 from tealtab.engine.model import RMSNorm, Transformer, apply_rope
 from tealtab.engine.testing import random_weights
 from tiny_configs import CONFIGS
@@ -67,8 +68,8 @@ def test_rejects_what_it_cannot_compute():
 
 def _setup(family):
     cfg = CONFIGS[family]
-    model = Transformer(cfg, {k: v * 10 for k, v in random_weights(cfg, seed=1).items()}, max_len=64,
-                        lowp_dtype=torch.bfloat16)
+    model = Transformer(cfg, {k: v * 10 for k, v in random_weights(cfg, seed=1).items()}, max_len=64)
+    pack_for_cpu_rows(model)
     cache = KVCache(cfg, 20, 8, 6, torch.float32, "cpu")
     with torch.inference_mode():
         model(torch.arange(1, 20)[None], torch.arange(19), PromptAttention(cache, 0, 19))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tealtab.engine import cpu_rows
-from tealtab.engine.model import Linear
+from tealtab.engine.linear import CpuRowsLinear
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,7 +82,7 @@ def test_mismatched_shapes_are_an_error():
 def test_linear_reads_the_packed_bf16_copy_for_up_to_8_rows_and_fp32_beyond():
     torch.manual_seed(0)
     w, b = torch.randn(48, 32), torch.randn(48)
-    lin = Linear(w, b, lowp=torch.bfloat16)
+    lin = CpuRowsLinear(w, b)
     assert cpu_rows.is_packed(lin.weight_lowp)
     wl = w.bfloat16().float()
     for shape in [(1, 1, 32), (2, 3, 32), (8, 1, 32)]:
@@ -99,7 +99,7 @@ def test_switched_off_linear_keeps_the_torch_paths(monkeypatch):
     monkeypatch.setattr(cpu_rows, "_failed", None)
     torch.manual_seed(1)
     w = torch.randn(40, 24)
-    lin = Linear(w, lowp=torch.bfloat16)
+    lin = CpuRowsLinear(w)
     assert not cpu_rows.is_packed(lin.weight_lowp)  # a plain bf16 copy for torch's GEMV
     x = torch.randn(4, 24)
     assert not cpu_rows.usable(lin.weight_lowp, 4)
@@ -118,7 +118,7 @@ def test_without_a_compiler_linear_keeps_serving_on_the_torch_paths(monkeypatch,
     assert "CPU bf16 rows kernel unavailable" in caplog.text
     torch.manual_seed(2)
     w = torch.randn(40, 24)
-    lin = Linear(w, lowp=torch.bfloat16)
+    lin = CpuRowsLinear(w)
     x = torch.randn(3, 24)
     torch.testing.assert_close(lin(x), F.linear(x, w), atol=1e-5, rtol=1e-5)  # fp32 weight
 
