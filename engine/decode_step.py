@@ -17,6 +17,7 @@ import torch
 from tealtab.engine import cpu_fused, fused_step
 from tealtab.engine.env import env_flag
 from tealtab.engine.kv_cache import CandidateAttention, FusedEntry, KVCache, bifurcated_attention
+from tealtab.engine.linear import phase
 from tealtab.engine.model import Transformer
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,10 @@ class EagerDecoder:
         """tokens [n] at generated index ``step`` -> logits fp32 [n, V]."""
         positions = torch.tensor([prompt_len + step], device=tokens.device)
         attend = CandidateAttention(self.cache, prompt_len, tokens.shape[0], step, self.ops)
-        if self.ops is not None:
-            return fused_step.fused_logits(self.model, tokens[:, None], positions, attend, self.ops)
-        return self.model(tokens[:, None], positions, attend)
+        with phase("decode"):
+            if self.ops is not None:
+                return fused_step.fused_logits(self.model, tokens[:, None], positions, attend, self.ops)
+            return self.model(tokens[:, None], positions, attend)
 
 
 class _StaticAttention(FusedEntry):
@@ -117,9 +119,11 @@ def step_function(model: Transformer, cache: KVCache, n: int, kernel=None, ops=N
     def step_fn(tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         attend = _StaticAttention(cache, n, prompt_len, step, kernel, ops)
         positions = (prompt_len + step).view(1)
-        if ops is None:
-            return model(tokens, positions, attend)
-        return fused_step.fused_logits(model, tokens, positions, attend, ops)
+        # Captured in the decode phase: a graph replays activation-sparse linears where installed.
+        with phase("decode"):
+            if ops is None:
+                return model(tokens, positions, attend)
+            return fused_step.fused_logits(model, tokens, positions, attend, ops)
 
     return step_fn
 

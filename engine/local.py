@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -17,6 +17,9 @@ from tealtab.engine.kv_cache import KVCache
 from tealtab.engine.linear import pack_for_cpu_rows
 from tealtab.engine.model import Transformer
 from tealtab.engine.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from tealtab.engine.sparsity import Calibration
 
 # Model families as completion/ names them (FIM templates are chosen from this).
 _FAMILY_NAMES = {"gemma3": "gemma3", "qwen2": "qwen2.5-coder", "llama": "llama", "starcoder2": "starcoder2"}
@@ -76,6 +79,9 @@ class LocalBackend:
                                     decoder=decoder, sync_every=sync_every)
         # One model, one cache: requests are serialized.
         self._lock = threading.Lock()
+        self.directory: Path | None = None
+        self.sparsity = 0.0  # TEAL level in effect (set_sparsity)
+        self.calibration = None
 
     @classmethod
     def from_dir(cls, directory: Path, name: str, device: str = "cpu", dtype: str = "auto",
@@ -99,7 +105,9 @@ class LocalBackend:
         model.eval()
         tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
         cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)
-        return cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)
+        backend = cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)
+        backend.directory = directory
+        return backend
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -122,6 +130,25 @@ class LocalBackend:
                 self.cache.tokens = []
                 torch.cuda.empty_cache()
                 raise
+
+    def set_sparsity(self, level: float, calibration: "Calibration | None" = None, head: bool = False) -> float:
+        """TEAL activation sparsity for decode steps: the largest calibrated level at or
+        below ``level`` (0: dense), installed without reloading weights; returns it.
+
+        Raises ValueError for a level above 0 without a calibration.
+        """
+        from tealtab.engine import sparsity
+
+        if level > 0 and calibration is None:
+            raise ValueError(f"sparsity {level} needs a calibration of {self.name} (tealtab calibrate)")
+        chosen = calibration.level_for(level) if level > 0 else 0.0
+        with self._lock:
+            self.sparsity = sparsity.apply(self.model, calibration, chosen, head=head)
+            self.calibration = calibration if chosen else None
+            # Captured graphs hold the previous modules: capture again on the next step.
+            if isinstance(self._generator.decoder, GraphDecoder):
+                self._generator.decoder.graphs.clear()
+        return self.sparsity
 
     def reset_cache(self) -> None:
         """Forget the cached prompt (the next request prefills everything)."""
