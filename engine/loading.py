@@ -237,21 +237,22 @@ def read_config(directory: Path):
 
 
 def load_backend(model: str, device: str = "auto", progress: Progress | None = None, dtype: str = "auto",
-                 quantization: str = "none", sparsity: float = 0.0, **options):
+                 quantization: str = "none", sparsity: float | str = 0.0, **options):
     """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`.
 
     ``options`` go to :meth:`LocalBackend.from_dir` (cache sizes). Weight
-    quantization and TEAL sparsity are not part of this release: asking for
-    them is a load error that says so, rather than a silent dense model.
+    quantization is not part of this release: asking for it is a load error
+    that says so, rather than a silent dense model. ``sparsity`` (a TEAL
+    target, or "auto" for the calibrated default) is installed after the load
+    from the model's calibration; a target above 0 without a calibration is a
+    load error (``tealtab calibrate`` makes one). The server leaves it at 0
+    and sets it on the loaded backend (``set_sparsity``), never reloading.
     """
     from tealtab.engine.local import LocalBackend
 
     if quantization not in ("none", "", None):
         raise ModelLoadError(f"quantization {quantization!r} is not available in this version of tealtab; "
                              "set quantization to none")
-    if sparsity:
-        raise ModelLoadError(f"activation sparsity ({sparsity}) is not available in this version of tealtab; "
-                             "set sparsity to 0")
     dev = resolve_device(device)
     directory = resolve_model_dir(model, progress)
     _report(progress, f"Loading {model} on {dev}", 90)
@@ -263,5 +264,21 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
         raise ModelLoadError(f"out of GPU memory loading {model} on {dev}; try a smaller model or quantization") from exc
     except Exception as exc:
         raise ModelLoadError(f"could not load {model} from {directory}: {type(exc).__name__}: {exc}") from exc
+    if sparsity:
+        _install_sparsity(backend, model, sparsity)
     _report(progress, f"{model} ready on {dev}", 100)
     return backend
+
+
+def _install_sparsity(backend, model: str, sparsity: float | str) -> None:
+    from tealtab.engine.calibration import find_calibration
+
+    cal = find_calibration(backend)
+    if sparsity == "auto":
+        level = cal.default_level if cal is not None else 0.0
+    else:
+        level = float(sparsity)
+    if level > 0 and cal is None:
+        raise ModelLoadError(f"activation sparsity {sparsity} is not available for {model} without a calibration; "
+                             f"run `tealtab calibrate --model {model}` first, or set sparsity to 0")
+    backend.set_sparsity(level, cal)

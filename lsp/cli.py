@@ -1,5 +1,6 @@
 """The ``tealtab`` command: ``lsp`` (the server), ``complete`` (one completion),
-``doctor`` (the setup) and ``demo`` (a sample file through the server).
+``calibrate`` (TEAL activation sparsity for a model), ``doctor`` (the setup)
+and ``demo`` (a sample file through the server).
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -7,9 +8,11 @@ Exit codes: 0 success, 1 failure, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -20,6 +23,76 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 class UsageError(Exception):
     """A command line that cannot be run as given (exit code 2)."""
+
+
+def sparsity_argument(text: str) -> float | str:
+    """``--sparsity``: ``auto`` or a number from 0 to 0.7 (argparse type)."""
+    from .settings import parse_sparsity
+
+    value: Any = text
+    if text.strip().lower() != "auto":
+        try:
+            value = float(text)
+        except ValueError:
+            value = text
+    parsed, error = parse_sparsity(value)
+    if error is not None:
+        raise argparse.ArgumentTypeError(f"{error}, got {text!r}")
+    return parsed  # type: ignore[return-value]
+
+
+class ProgressBar:
+    """A ``progress(message, percentage)`` callback that draws on ``stream`` (stderr).
+
+    On a terminal: one line, redrawn in place with ``\r`` (a bar, the
+    percentage and the message, cut to the terminal's width); :meth:`finish`
+    ends the line. Otherwise (a pipe, a log file): one plain line per call.
+    A ``None`` percentage keeps the last one.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO | None = None, prefix: str = "tealtab") -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty()) if callable(isatty) else False
+        self.prefix = prefix
+        self.percentage: int | None = None
+        self._drawn = 0
+
+    def render(self, message: str) -> str:
+        """The bar line for ``message`` at the current percentage."""
+        if self.percentage is None:
+            return f"[{' ' * self.WIDTH}]      {message}"
+        filled = self.WIDTH * self.percentage // 100
+        return f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.percentage:3d}% {message}"
+
+    def __call__(self, message: str, percentage: int | None = None) -> None:
+        if percentage is not None:
+            self.percentage = max(0, min(100, int(percentage)))
+        if self.tty:
+            width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            line = self.render(message)[:width]
+            self.stream.write("\r" + line + " " * max(0, self._drawn - len(line)))
+            self._drawn = len(line)
+        else:
+            suffix = "" if percentage is None else f" ({self.percentage}%)"
+            self.stream.write(f"{self.prefix}: {message}{suffix}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the redrawn line (before anything else is written to the stream)."""
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._drawn = 0
+        self.percentage = None
+
+    def say(self, message: str) -> None:
+        """A line of its own (after ending the bar's)."""
+        self.finish()
+        self.stream.write(f"{self.prefix}: {message}\n")
+        self.stream.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--max-new-tokens", type=int, default=128, metavar="K", help="default 128")
     complete.add_argument("--temperature", type=float, default=0.2, help="default 0.2")
     complete.add_argument("--language", help="languageId (default: from the file extension)")
+    complete.add_argument("--sparsity", type=sparsity_argument, default="auto", metavar="S",
+                          help="TEAL activation sparsity: auto (the calibrated default, dense without a "
+                               "calibration) or 0 to 0.7; a number calibrates the model first if needed")
     complete.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
+
+    calibrate = commands.add_parser("calibrate", help="calibrate TEAL activation sparsity for a model (slow)")
+    calibrate.add_argument("--model", help="model to calibrate (default: this machine's default model)")
+    calibrate.add_argument("--corpus", metavar="DIR",
+                           help="a folder of source files to calibrate on (default: Python's standard library)")
+    calibrate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    calibrate.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
 
     commands.add_parser("doctor", help="report the Python, torch, GPU and model setup")
 
@@ -49,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?", help="a file with '# tealtab: complete here' lines (default: bundled sample)")
     demo.add_argument("--model", help="model to load (default: this machine's default model)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    demo.add_argument("--sparsity", type=sparsity_argument, default=None, metavar="S",
+                      help="the server's sparsity setting: auto (its default) or 0 to 0.7")
     return parser
 
 
@@ -61,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run_lsp(args)
         if args.command == "complete":
             return _run_complete(args)
+        if args.command == "calibrate":
+            return _run_calibrate(args)
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(args.file, model=args.model, device=args.device)
+            return run_demo(args.file, model=args.model, device=args.device, sparsity=args.sparsity)
         from .doctor import run_doctor
 
         return run_doctor()
@@ -146,19 +233,22 @@ def _run_complete(args: argparse.Namespace) -> int:
 
     from tealtab.engine import loading
 
-    def progress(message: str, percentage: int | None) -> None:
-        suffix = "" if percentage is None else f" ({percentage}%)"
-        print(f"tealtab: {message}{suffix}", file=sys.stderr, flush=True)
-
+    bar = ProgressBar()
     try:
         model = args.model or loading.default_model(args.device)
-        print(f"tealtab: loading {model} on {args.device}", file=sys.stderr, flush=True)
+        bar.say(f"loading {model} on {args.device}")
         load_started = time.monotonic()
-        backend = loading.load_backend(model, args.device, progress=progress)
+        backend = loading.load_backend(model, args.device, progress=bar)
     except Exception as exc:
-        print(f"tealtab: could not load the model: {exc}", file=sys.stderr)
+        bar.say(f"could not load the model: {exc}")
         return EXIT_FAILURE
     load_ms = 1000 * (time.monotonic() - load_started)
+    bar.finish()
+    try:
+        apply_sparsity(backend, args.sparsity, model, bar)
+    except Exception as exc:
+        bar.say(f"could not apply sparsity {args.sparsity}: {exc}")
+        return EXIT_FAILURE
 
     from tealtab.completion.pipeline import CompletionRequest, complete
 
@@ -180,6 +270,79 @@ def _run_complete(args: argparse.Namespace) -> int:
     elapsed_ms = 1000 * (time.monotonic() - started)
     _print_outcome(outcome, text, load_ms, elapsed_ms)
     return EXIT_OK
+
+
+def apply_sparsity(backend, requested: float | str, model: str, bar: ProgressBar) -> None:
+    """Install the ``--sparsity`` level on ``backend``, calibrating the model first when a number
+    above 0 has no calibration (the bar shows its progress); says on stderr what is in effect."""
+    from .sparsity_control import apply_to_backend, describe
+
+    state = apply_to_backend(backend, requested, model)
+    if state.needs_calibration:
+        bar.say(f"{model} has no calibration for activation sparsity yet: calibrating (minutes on a CPU)")
+        calibration = _calibrate(backend, None, bar)
+        bar.say(f"calibration saved to {calibration.path}")
+        state = apply_to_backend(backend, requested, model)
+    bar.say(describe(state))
+
+
+def _calibrate(backend, corpus: Path | None, bar: ProgressBar):
+    from tealtab.engine import calibration
+
+    try:
+        return calibration.calibrate(backend, corpus, progress=bar)
+    finally:
+        bar.finish()
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from .log import setup_logging
+
+    setup_logging(args.log_level)
+    corpus = Path(args.corpus) if args.corpus else None
+    if corpus is not None and not corpus.is_dir():
+        raise UsageError(f"--corpus must be a folder of source files, got {args.corpus!r}")
+
+    from tealtab.engine import loading
+
+    bar = ProgressBar()
+    try:
+        model = args.model or loading.default_model(args.device)
+        bar.say(f"loading {model} on {args.device}")
+        backend = loading.load_backend(model, args.device, progress=bar)
+    except Exception as exc:
+        bar.say(f"could not load the model: {exc}")
+        return EXIT_FAILURE
+    bar.finish()
+    if not callable(getattr(backend, "set_sparsity", None)):
+        bar.say(f"{model} has no activation sparsity to calibrate (a remote model?)")
+        return EXIT_FAILURE
+    bar.say(f"calibrating activation sparsity for {model} on {corpus or 'the standard library'} "
+            "(minutes on a CPU)")
+    started = time.monotonic()
+    try:
+        calibration = _calibrate(backend, corpus, bar)
+    except Exception as exc:
+        bar.say(f"calibration failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    _print_calibration(calibration, time.monotonic() - started)
+    return EXIT_OK
+
+
+def _print_calibration(calibration, seconds: float) -> None:
+    out = sys.stdout
+    levels = " ".join(f"{level:g}" for level in calibration.levels)
+    out.write(f"calibrated levels  {levels}\n")
+    perplexity = getattr(calibration, "perplexity", None) or {}
+    if perplexity:
+        out.write("held-out perplexity  " + "  ".join(
+            f"{'dense' if not level else f'{level:g}'} {value:.3f}" for level, value in sorted(perplexity.items())
+        ) + "\n")
+    out.write(f"default level      {calibration.default_level:g} (the largest within 5% of dense perplexity; "
+              "0: none)\n")
+    out.write(f"saved to           {calibration.path}\n")
+    out.write(f"took               {seconds:.0f} s\n")
+    out.flush()
 
 
 def _print_outcome(outcome, text: str, load_ms: float, elapsed_ms: float) -> None:

@@ -9,8 +9,11 @@ what came back with its latency.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
+
+from .acceptance import plain
 
 MARKER = "# tealtab: complete here"
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "inventory.py"
@@ -45,7 +48,8 @@ async def _run(path: Path, settings: dict) -> int:
         if session.client.errors_shown():
             print("The model failed to load:", *session.client.errors_shown(), sep="\n  ")
             return 1
-        print(f"Model ready {time.perf_counter() - t0:.1f} s after start.\n")
+        print(f"Model ready {time.perf_counter() - t0:.1f} s after start.")
+        print(await _wait_for_sparsity(session) + "\n")
         lines = text.split("\n")
         for line, character in cursors:
             start = time.perf_counter()
@@ -62,9 +66,50 @@ async def _run(path: Path, settings: dict) -> int:
     return 0
 
 
-def run_demo(path: str | None = None, model: str | None = None, device: str = "auto") -> int:
-    """Run the demo on ``path`` (default: the bundled sample) and print the completions."""
+def _field(value, name: str):
+    value = plain(value)
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+async def _wait_for_sparsity(session, timeout: float = 3600) -> str:
+    """Wait until the server's sparsity setting is in effect (a calibration it needs included,
+    drawn as a progress bar from the server's $/progress); a line saying what is in effect."""
+    from .cli import ProgressBar
+    from .sparsity_control import levels_text
+
+    bar = ProgressBar(sys.stderr, prefix="server")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen = 0
+    number = 0
+    while True:
+        number += 1
+        status = plain(await session.raw_request("tealtab/status", None, f"demo-status-{number}"))
+        sparsity = status.get("sparsity") or {}
+        for params in session.client.progress[seen:]:
+            if str(params.token).startswith("tealtab-calibrate-") and _field(params.value, "kind") != "end":
+                bar(_field(params.value, "message") or "calibrating", _field(params.value, "percentage"))
+        seen = len(session.client.progress)
+        if not sparsity.get("pending") or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    bar.finish()
+    level = sparsity.get("level")
+    if level is None:
+        return f"Sparsity: {sparsity.get('requested')} (this backend has none; dense)."
+    return f"Sparsity {level:g} in effect (setting {sparsity.get('requested')}; {levels_text(sparsity.get('levels'))})."
+
+
+def run_demo(path: str | None = None, model: str | None = None, device: str = "auto",
+             sparsity: float | str | None = None) -> int:
+    """Run the demo on ``path`` (default: the bundled sample) and print the completions.
+
+    ``sparsity``: the server's setting (None: its default, "auto"); a number the
+    model has no calibration for is calibrated before the completions.
+    """
     settings: dict = {"device": device}
     if model:
         settings["model"] = model
+    if sparsity is not None:
+        settings["sparsity"] = sparsity
     return asyncio.run(_run(Path(path) if path else SAMPLE, settings))

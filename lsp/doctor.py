@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from types import SimpleNamespace
 
 
 def _line(name: str, value: str) -> None:
@@ -72,4 +73,42 @@ def run_doctor() -> int:
         ok = False
     _line("default device", device)
     _line("default model", loading.default_model("auto"))
+    _sparsity_report(loading, loading.default_model("auto"))
     return 0 if ok else 1
+
+
+def _sparsity_report(loading, model: str) -> None:
+    """The sparsity setting's default and the default model's calibration, without loading it."""
+    _line("sparsity", 'setting default "auto": the calibrated default level, dense without a calibration')
+    _line("  calibration", _calibration_of(loading, model))
+
+
+def _calibration_of(loading, model: str) -> str:
+    """What is known about ``model``'s TEAL calibration without loading the model."""
+    try:
+        from tealtab.engine import calibration_files, sparsity
+        from tealtab.lsp.sparsity_control import levels_text
+    except Exception as exc:
+        return f"unknown (activation sparsity not importable: {type(exc).__name__}: {exc})"
+    find = getattr(calibration_files, "find_calibration", None)
+    shipped_path = getattr(calibration_files, "shipped_calibration_path", None) \
+        or getattr(sparsity, "shipped_calibration_path", None)
+    if model not in loading.BUILTIN_MODELS:
+        return f"{model}: looked up when it loads (`tealtab calibrate --model {model}` makes one)"
+    calibration = None
+    if find is not None:
+        # find_calibration reads only the model's name and folder: a stand-in for the unloaded model.
+        stand_in = SimpleNamespace(name=model, directory=loading.builtin_converted_dir(model))
+        try:
+            calibration = find(stand_in)
+        except Exception:
+            calibration = None
+    if calibration is not None:
+        shipped = shipped_path(model) if shipped_path is not None else None
+        origin = "shipped with tealtab" if shipped is not None and calibration.path == shipped else "this machine's"
+        return (f"{model}: {levels_text(tuple(calibration.levels))}, default "
+                f"{calibration.default_level:g} ({origin}, {calibration.path})")
+    shipped = shipped_path(model) if shipped_path is not None else None
+    if shipped is not None:
+        return f"{model}: shipped calibration at {shipped}"
+    return f"{model}: not calibrated (`tealtab calibrate` makes one; minutes on a CPU)"

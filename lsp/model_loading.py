@@ -43,16 +43,20 @@ async def load_model(server: TealtabServer, settings: Settings) -> None:
         return
     server.model_name = model
     server.load_error = None
+    # The sparsity setting of now (it may have changed during the load), applied before any
+    # completion queued from here on.
+    server.sparsity.request()
     progress.end(f"{model} ready")
     server.log_to_client(f"tealtab: model {model} ready ({settings.device})")
 
 
 class _Progress:
-    """$/progress for one load; silent when the client cannot show progress."""
+    """$/progress for one load (or another long job: ``kind``); silent when the client cannot show progress."""
 
-    def __init__(self, server: TealtabServer) -> None:
+    def __init__(self, server: TealtabServer, kind: str = "load") -> None:
         self._server = server
-        self._token = f"tealtab-load-{uuid.uuid4().hex[:8]}"
+        self._kind = kind
+        self._token = f"tealtab-{kind}-{uuid.uuid4().hex[:8]}"
         self._active = False
         self._percentage = 0
         self._loop = asyncio.get_running_loop()
@@ -77,8 +81,8 @@ class _Progress:
         )
 
     def report_threadsafe(self, message: str, percentage: int | None) -> None:
-        """Engine progress callback; called in the worker thread."""
-        logger.info("load: %s%s", message, "" if percentage is None else f" ({percentage}%)")
+        """Engine progress callback; called in the worker (or calibration) thread."""
+        logger.info("%s: %s%s", self._kind, message, "" if percentage is None else f" ({percentage}%)")
         self._loop.call_soon_threadsafe(self._report, message, percentage)
 
     def _report(self, message: str, percentage: int | None) -> None:

@@ -20,6 +20,7 @@ from .positions import UTF16
 from .protocol import TealtabProtocol
 from .requests import InflightRequests
 from .settings import Settings, parse_settings
+from .sparsity_control import SparsityControl
 from .worker import ModelWorker
 
 logger = logging.getLogger(__name__)
@@ -60,23 +61,38 @@ class TealtabServer(LanguageServer):
         self.last_latency_ms: float | None = None
         # The completions on screen, so that typing their first characters needs no model.
         self.typed_ahead = TypedAheadCache()
+        # The sparsity setting on the loaded model (apply jobs, background calibration).
+        self.sparsity = SparsityControl(self)
         self._tasks: set[asyncio.Task] = set()
 
     # -- settings and model ------------------------------------------------
 
     def apply_settings(self, raw: object) -> None:
-        """Apply a settings object; report problems; reload the model when needed."""
+        """Apply a settings object; report problems; reload the model when needed.
+
+        A change of ``sparsity`` alone never reloads: it is applied to the loaded
+        model (a load in progress applies the setting of the time it ends).
+        """
         old = self.settings
         self.settings, warnings = parse_settings(raw, old)
         for warning in warnings:
             logger.warning("%s", warning)
             self.log_to_client(warning, types.MessageType.Warning)
-        if self.initialized and self.settings.load_key() != old.load_key():
+        if not self.initialized:
+            return
+        if self.settings.load_key() != old.load_key():
             self.start_model_load()
+        elif self.settings.sparsity != old.sparsity and self.model_name is not None and not self.is_loading():
+            self.sparsity.request()
+
+    def is_loading(self) -> bool:
+        """Whether a model load is in progress."""
+        return self.model_loading is not None and not self.model_loading.done()
 
     def start_model_load(self) -> None:
         """Load the configured model in the background (work-done progress, errors shown)."""
         self.model_name = None
+        self.sparsity.model_changed()
         self.model_loading = self.spawn(load_model(self, self.settings))
 
     async def wait_for_model(self, timeout: float = MODEL_WAIT_S) -> bool:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 QUANTIZATIONS = ("none", "int8", "nf4")
 MAX_SPARSITY = 0.7
+# sparsity "auto": the model's calibrated default level, dense without a calibration.
+AUTO = "auto"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -27,7 +29,8 @@ class Settings:
     model: str | None = None
     device: str = "auto"
     quantization: str = "none"
-    sparsity: float = 0.0
+    # "auto" or a target from 0 to MAX_SPARSITY; applied to the loaded model, never a reload.
+    sparsity: float | str = AUTO
     candidates: int = 3
     max_new_tokens: int = 128
     temperature: float = 0.2
@@ -43,8 +46,8 @@ class Settings:
         return self.enable and self.languages.get(language_id, True)
 
     def load_key(self) -> tuple:
-        """What decides which model is loaded; a change means a reload."""
-        return (self.model, self.device, self.quantization, self.sparsity)
+        """What decides which model is loaded; a change means a reload (sparsity is not part of it)."""
+        return (self.model, self.device, self.quantization)
 
 
 def _is_int(value: Any) -> bool:
@@ -69,10 +72,14 @@ def _quantization(value: Any) -> tuple[Any, str | None]:
     return None, "must be one of " + ", ".join(f'"{q}"' for q in QUANTIZATIONS)
 
 
-def _sparsity(value: Any) -> tuple[Any, str | None]:
+def parse_sparsity(value: Any) -> tuple[float | str | None, str | None]:
+    """``"auto"`` or a number from 0 to MAX_SPARSITY; (value, None) or (None, error)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO, None
     if (_is_int(value) or isinstance(value, float)) and 0 <= value <= MAX_SPARSITY:
         return float(value), None
-    return None, f"must be a number from 0 to {MAX_SPARSITY}"
+    return None, f'must be "auto" or a number from 0 to {MAX_SPARSITY}'
+
 
 
 def _int_range(low: int, high: int) -> Callable[[Any], tuple[Any, str | None]]:
@@ -107,7 +114,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], tuple[Any, str | None]]]] = {
     "model": ("model", _model),
     "device": ("device", _device),
     "quantization": ("quantization", _quantization),
-    "sparsity": ("sparsity", _sparsity),
+    "sparsity": ("sparsity", parse_sparsity),
     "candidates": ("candidates", _int_range(1, 16)),
     "maxNewTokens": ("max_new_tokens", _int_range(1, 4096)),
     "temperature": ("temperature", _temperature),

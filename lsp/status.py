@@ -1,7 +1,12 @@
 """``tealtab/status``: what the server is doing, for an editor's status display.
 
 Result: ``{"state": "loading" | "ready" | "error" | "disabled", "model": str | None,
-"device": str | None, "lastLatencyMs": float | None, "error": str | None}``.
+"device": str | None, "lastLatencyMs": float | None, "error": str | None,
+"sparsity": {...}}``, where ``sparsity`` is ``{"requested": "auto" | float,
+"level": float | None (in effect; 0 dense, None without a local model),
+"calibrated": bool, "levels": [float] | None (the calibrated targets),
+"default": float | None (the calibrated default level), "calibrating": bool,
+"pending": bool (a change not in effect yet)}``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def status(server: TealtabServer) -> dict[str, Any]:
         "device": str(device) if device is not None else server.settings.device,
         "lastLatencyMs": None if latency is None else round(latency, 1),
         "error": server.load_error,
+        "sparsity": server.sparsity.status(),
     }
 
 

@@ -1,9 +1,10 @@
 """The one thread that owns the model.
 
-Loading and generation both run here, one job at a time and in order, so the
-event loop never blocks on the model and a completion submitted after a load
-sees the model that load produced. The engine is imported lazily, in this
-thread: the server answers ``initialize`` before torch is even imported.
+Loading, sparsity changes and generation all run here, one job at a time and
+in order, so the event loop never blocks on the model and a completion
+submitted after a load (or a sparsity change) sees the model it produced. The
+engine is imported lazily, in this thread: the server answers ``initialize``
+before torch is even imported.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class ModelWorker:
         """Queue a completion; the future gives a CompletionOutcome, or None without a model."""
         return self._executor.submit(self._complete, request)
 
+    def apply_sparsity(self, requested: float | str) -> Future:
+        """Queue an application of the ``sparsity`` setting to the loaded model.
+
+        The future gives a :class:`~tealtab.lsp.sparsity_control.SparsityState`
+        (None without a model): the level in effect, the calibrated levels, and
+        whether a number above 0 needs a calibration first (the model then stays dense).
+        """
+        return self._executor.submit(self._apply_sparsity, requested)
+
     def shutdown(self) -> None:
         """Drop queued jobs; a running generation finishes in the background."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -70,8 +80,9 @@ class ModelWorker:
 
             model = settings.model or loading.default_model(settings.device)
             logger.info("loading model %s on %s", model, settings.device)
+            # Dense: the sparsity setting is applied afterwards (apply_sparsity), never by a reload.
             backend = loading.load_backend(model, settings.device, progress=progress,
-                                           quantization=settings.quantization, sparsity=settings.sparsity)
+                                           quantization=settings.quantization)
         except Exception as exc:  # ModelLoadError, and anything the engine did not foresee
             model = settings.model or "the default model"
             logger.error("could not load %s: %s", model, exc, exc_info=not _is_load_error(exc))
@@ -84,6 +95,14 @@ class ModelWorker:
         logger.info("model %s loaded (%s, family %s)", model, getattr(backend, "name", "?"),
                     getattr(backend, "family", "?"))
         return model
+
+    def _apply_sparsity(self, requested: float | str):
+        backend = self.backend
+        if backend is None:
+            return None
+        from .sparsity_control import apply_to_backend
+
+        return apply_to_backend(backend, requested, self.model)
 
     def _complete(self, request: CompletionRequest) -> CompletionOutcome | None:
         backend = self.backend

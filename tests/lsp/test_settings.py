@@ -69,6 +69,10 @@ def test_load_key_and_disable():
     b, _ = parse_settings({"candidates": 1}, a)
     c, _ = parse_settings({"device": "cpu"}, a)
     assert a.load_key() == b.load_key() != c.load_key()
+    # Sparsity is applied to the loaded model: a change never reloads it.
+    for value in (0.5, 0, "auto"):
+        d, _ = parse_settings({"sparsity": value}, a)
+        assert d.sparsity == value and d.load_key() == a.load_key()
     off, _ = parse_settings({"enable": False})
     assert not off.language_enabled("python")
 
@@ -76,3 +80,23 @@ def test_load_key_and_disable():
 def test_non_object_settings_warn():
     settings, warnings = parse_settings([1, 2])
     assert settings == Settings() and len(warnings) == 1
+
+
+def test_sparsity_accepts_auto_and_numbers_up_to_0_7():
+    assert Settings().sparsity == "auto"
+    for raw, expected in (("auto", "auto"), ("AUTO", "auto"), (" auto ", "auto"), (0, 0.0), (0.5, 0.5),
+                          (0.7, 0.7), (0.25, 0.25)):
+        settings, warnings = parse_settings({"sparsity": raw})
+        assert warnings == [] and settings.sparsity == expected, raw
+        assert type(settings.sparsity) is type(expected)
+    on, _ = parse_settings({"sparsity": 0.5})
+    back, warnings = parse_settings({"sparsity": None}, on)
+    assert warnings == [] and back.sparsity == "auto"
+
+
+def test_sparsity_out_of_range_or_wrong_type_warns_and_keeps_the_default():
+    on, _ = parse_settings({"sparsity": 0.5})
+    for raw in (0.71, 0.9, 1, -0.1, float("nan"), float("inf"), "0.5", "half", "", True, False, [0.5], {"level": 0.5}):
+        settings, warnings = parse_settings({"sparsity": raw}, on)
+        assert settings.sparsity == "auto", raw
+        assert len(warnings) == 1 and "'sparsity'" in warnings[0] and '"auto"' in warnings[0], (raw, warnings)

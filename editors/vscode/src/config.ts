@@ -17,8 +17,11 @@ export const SERVER_KEYS = [
   'tokenAlignment', 'contextTokens', 'enable', 'languages',
 ] as const;
 
-/** Keys whose change makes the server load the model again (Settings.load_key on the server). */
-export const LOAD_KEYS = ['model', 'device', 'quantization', 'sparsity'] as const;
+/**
+ * Keys whose change makes the server load the model again (Settings.load_key on the server).
+ * `sparsity` is not one: the server applies it to the loaded model.
+ */
+export const LOAD_KEYS = ['model', 'device', 'quantization'] as const;
 
 export type ServerSettings = Record<(typeof SERVER_KEYS)[number], unknown>;
 

@@ -19,6 +19,26 @@ export interface ServerStatus {
   device: string | null;
   lastLatencyMs: number | null;
   error: string | null;
+  /** TEAL activation sparsity (lsp/sparsity_control.py); absent from older servers. */
+  sparsity?: {
+    requested: string | number;
+    level: number | null;
+    levels: number[] | null;
+    calibrating: boolean;
+  } | null;
+}
+
+/** `sparsity: 0.5 (setting auto, calibrated levels 0.25-0.7)`, or undefined without a local model. */
+export function sparsityLine(status: ServerStatus | undefined): string | undefined {
+  const sparsity = status?.sparsity;
+  if (!sparsity || typeof sparsity.level !== 'number') {
+    return undefined;
+  }
+  const levels = sparsity.levels && sparsity.levels.length > 0
+    ? `calibrated levels ${Math.min(...sparsity.levels)}-${Math.max(...sparsity.levels)}`
+    : 'not calibrated';
+  const calibrating = sparsity.calibrating ? ', calibrating' : '';
+  return `sparsity: ${sparsity.level} (setting ${sparsity.requested}, ${levels}${calibrating})`;
 }
 
 type Shown = ServerStatus['state'] | 'starting' | 'stopped';
@@ -153,6 +173,10 @@ export class StatusBar implements vscode.Disposable {
       lines.push(`model: ${status.model ?? 'default'}`, `device: ${status.device ?? 'auto'}`);
       if (typeof status.lastLatencyMs === 'number') {
         lines.push(`last completion: ${status.lastLatencyMs} ms`);
+      }
+      const sparsity = sparsityLine(status);
+      if (sparsity) {
+        lines.push(sparsity);
       }
     }
     const error = this.problem ?? status?.error;

@@ -20,6 +20,17 @@ function M.format_status(status)
   if type(status.lastLatencyMs) == 'number' then
     parts[#parts + 1] = ('last completion %.0f ms'):format(status.lastLatencyMs)
   end
+  local sparsity = status.sparsity
+  if type(sparsity) == 'table' and type(sparsity.level) == 'number' then
+    local text = ('sparsity %g (setting %s'):format(sparsity.level, tostring(sparsity.requested))
+    if type(sparsity.levels) ~= 'table' or #sparsity.levels == 0 then
+      text = text .. ', not calibrated'
+    end
+    if sparsity.calibrating == true then
+      text = text .. ', calibrating'
+    end
+    parts[#parts + 1] = text .. ')'
+  end
   if type(status.error) == 'string' then
     parts[#parts + 1] = 'error: ' .. status.error
   end

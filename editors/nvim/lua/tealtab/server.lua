@@ -144,5 +144,6 @@ end
 ---@field device string?
 ---@field lastLatencyMs number?
 ---@field error string?
+---@field sparsity table? `{ requested = "auto"|number, level = number?, levels = number[]?, calibrating = boolean, ... }`
 
 return M
