@@ -31,6 +31,7 @@ cpu_rows.rows_times_weight's bits.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,16 @@ SPLIT_MIN_WORK = cpu_rows.SPLIT_MIN_WORK
 _scratch_sizes: dict[tuple[int, int, int, int], int] = {}
 _segment_cache: dict[tuple, "Segments"] = {}
 _last: tuple[torch.Tensor, int] | None = None  # the latest call's scratch (its active counts)
+_local = threading.local()
+
+
+def _scratch(size: int) -> torch.Tensor:
+    """This thread's scratch buffer, grown to ``size`` bytes: reused across calls, since an
+    allocation per call is a measurable part of a small matrix's time (72 calls a step)."""
+    buf = getattr(_local, "scratch", None)
+    if buf is None or buf.numel() < size:
+        buf = _local.scratch = torch.empty(max(size, 1 << 16), dtype=torch.uint8)
+    return buf
 
 
 class Segments:
@@ -142,7 +153,7 @@ def sparse_rows_times_weight(x: torch.Tensor, packed_t: torch.Tensor, out_featur
         x = x.to(torch.float32).contiguous()
     threads = cpu_rows._threads
     size = _scratch_sizes.get((rows, d, segs.count, threads)) or _scratch_size(rows, d, segs.count, threads)
-    scratch = torch.empty(size, dtype=torch.uint8)
+    scratch = _scratch(size)
     out = torch.empty(rows, out_features, dtype=torch.float32)
     lib, sp, wp, bp, op = cpu_rows._lib, scratch.data_ptr(), packed_t.data_ptr(), segs.bounds_ptr, out.data_ptr()
     parts = lib.tealtab_sparse_prepare(x.data_ptr(), rows, d, segs.count, bp, segs.thresholds_ptr,

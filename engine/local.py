@@ -143,10 +143,12 @@ class LocalBackend:
             raise ValueError(f"sparsity {level} needs a calibration of {self.name} (tealtab calibrate)")
         chosen = calibration.level_for(level) if level > 0 else 0.0
         with self._lock:
+            swapped = (chosen > 0) != (self.sparsity > 0)
             self.sparsity = sparsity.apply(self.model, calibration, chosen, head=head)
             self.calibration = calibration if chosen else None
-            # Captured graphs hold the previous modules: capture again on the next step.
-            if isinstance(self._generator.decoder, GraphDecoder):
+            # Captured graphs hold the previous modules: after a swap, capture again on the next
+            # step. (A new level only rewrites thresholds in place, which the graphs read.)
+            if (swapped or head) and isinstance(self._generator.decoder, GraphDecoder):
                 self._generator.decoder.graphs.clear()
         return self.sparsity
 

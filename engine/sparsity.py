@@ -28,7 +28,7 @@ from tealtab.engine.sparse_linear import SparseLinear
 # layer weights skipped, weighted by parameter count).
 LEVELS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 # Bumped when a change to calibration would give other thresholds: old files are then recalibrated.
-VERSION = 1
+VERSION = 2
 
 
 def hook_layout(cfg: ModelConfig) -> list[tuple[str, tuple[str, ...], tuple[int, ...]]]:

@@ -91,8 +91,10 @@ def test_level_zero_gives_the_dense_logits_bit_for_bit(family):
     tokens = torch.tensor([5, 9, 11])
     dense = EagerDecoder(model, cache)(tokens, 19, 0)
     cal = _fake_calibration(model)
-    assert sparsity.apply(model, cal, 0.5) == 0.5
-    assert sparsity.is_sparse(model)
+    assert sparsity.apply(model, cal, 0.5, head=True) == 0.5
+    assert isinstance(model.head, SparseLinear)
+    assert sparsity.apply(model, cal, 0.5) == 0.5  # the head dense again, the blocks still sparse
+    assert not isinstance(model.head, SparseLinear) and sparsity.is_sparse(model)
     sparse = EagerDecoder(model, cache)(tokens, 19, 0)
     assert not torch.equal(sparse, dense)  # the thresholds act
     assert sparsity.apply(model, cal, 0.0) == 0.0
