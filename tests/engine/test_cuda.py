@@ -128,18 +128,12 @@ def test_graph_captured_mid_generation_keeps_live_candidates_kv(tiny_model_dir, 
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_sparse_graph_decoding_equals_cpu_sparse_decoding(tiny_model_dir, tmp_path, monkeypatch, n):
+def test_sparse_graph_decoding_equals_cpu_sparse_decoding(tiny_model_dir, small_calibration_corpus, n):
     """TEAL sparsity in the captured CUDA graph (Triton sparse GEMV) gives the CPU engine's tokens,
     and a threshold change reaches the graph without a recapture."""
     from tealtab.engine import calibration
 
-    monkeypatch.setenv("TEALTAB_CACHE", str(tmp_path / "cache"))
-    for name, value in dict(CHUNK=48, STAT_CHUNKS=4, TABLE_CHUNKS=2, TABLE_LEN=32, EVAL_CHUNKS=1).items():
-        monkeypatch.setattr(calibration, name, value)
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(8):
-        (corpus / f"m{i}.py").write_text("\n".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n" for j in range(40)))
+    corpus = small_calibration_corpus
     cpu = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cpu", dtype="float32")
     gpu = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32")
     cal = calibration.calibrate(cpu, corpus)

@@ -145,16 +145,10 @@ def test_allocation_reaches_each_level_and_spares_the_sensitive_projections():
 
 
 @torch.inference_mode()
-def test_calibrate_a_tiny_model_end_to_end(tmp_path, monkeypatch, tiny_model_dir):
+def test_calibrate_a_tiny_model_end_to_end(small_calibration_corpus, tiny_model_dir):
     from tealtab.engine.local import LocalBackend
 
-    monkeypatch.setenv("TEALTAB_CACHE", str(tmp_path / "cache"))
-    for name, value in dict(CHUNK=48, STAT_CHUNKS=4, TABLE_CHUNKS=2, TABLE_LEN=32, EVAL_CHUNKS=1).items():
-        monkeypatch.setattr(calibration, name, value)
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(8):
-        (corpus / f"m{i}.py").write_text("\n".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n" for j in range(40)))
+    corpus = small_calibration_corpus
     backend = LocalBackend.from_dir(tiny_model_dir, "tiny", max_prompt=128, max_new=16)
     messages = []
     cal = calibration.calibrate(backend, corpus, progress=lambda m, p: messages.append(p))
