@@ -52,6 +52,7 @@ from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.linear import phase
 from tealtab.engine.loading import load_backend
 from tealtab.engine.sparse_linear import SparseLinear
+from tealtab.kernels.sparse_gemv import union_active_fraction
 
 LAYER_LINEARS = ("wqkv", "wo", "w13", "w2")
 
@@ -119,10 +120,10 @@ def union_kept(backend, inputs_n8) -> dict[int, float]:
         read = total = 0.0
         for name, i, x in inputs_n8:
             lin = getattr(backend.model.blocks[i], name)
-            rows = x.reshape(-1, x.shape[-1])[:n]
-            for (start, end, t) in (lin.segments() if isinstance(lin, SparseLinear) else [(0, lin.out_features, 0.0)]):
-                kept = (rows.abs() > t).any(0).float().mean().item() if t > 0 else 1.0
-                read += kept * (end - start) * x.shape[-1]
+            segments = lin.segments() if isinstance(lin, SparseLinear) else [(0, lin.out_features, 0.0)]
+            kept = union_active_fraction(x.reshape(-1, x.shape[-1])[:n], segments).tolist()
+            for (start, end, t), share in zip(segments, kept):
+                read += (share if t > 0 else 1.0) * (end - start) * x.shape[-1]  # t <= 0: every channel read
                 total += (end - start) * x.shape[-1]
         out[n] = read / total
     return out

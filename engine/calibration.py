@@ -146,7 +146,7 @@ class _Probe(torch.nn.Module):
 
     def __init__(self, lin, sizes) -> None:
         super().__init__()
-        self.weight = lin.weight.data if not hasattr(lin, "weight_dense") else lin.weight_dense.data
+        self.weight = lin.weight.data
         self.bias = None if lin.bias is None else lin.bias.data
         self.sizes = sizes
         self.thresholds = [0.0] * len(sizes)
@@ -215,10 +215,12 @@ _PROBE_INPUT = {"wqkv": "attn", "wo": "o", "w13": "mlp", "w2": "down"}
 
 
 @torch.inference_mode()
-def collect_statistics(model, blocks, chunks: list[list[int]], progress: Progress | None = None,
+def collect_statistics(model, blocks, chunks: list[list[int]], done: Callable[[int], None] | None = None,
                        table_chunks: int = TABLE_CHUNKS, table_len: int = TABLE_LEN):
     """Quantile tables per block and hook input, the head input's table, and the dense inputs of
-    every block on the first ``table_chunks`` chunks (cut to ``table_len`` tokens), for the error tables."""
+    every block on the first ``table_chunks`` chunks (cut to ``table_len`` tokens), for the error tables.
+
+    ``done(k)`` is called after the k-th chunk."""
     gen = torch.Generator().manual_seed(0)
     samples: list[dict[str, list[torch.Tensor]]] = [{k: [] for k in _PROBE_INPUT.values()} for _ in blocks]
     head_samples: list[torch.Tensor] = []
@@ -244,8 +246,8 @@ def collect_statistics(model, blocks, chunks: list[list[int]], progress: Progres
                     block_inputs[b].append(x[:, :table_len].clone())
                 x = block(x, _rope(model, len(ids), block.sliding), attend)
             recorder(head_samples)(model.norm(x))
-            if progress is not None:
-                progress(f"activation statistics {c + 1}/{len(chunks)}", None)
+            if done is not None:
+                done(c + 1)
     finally:
         for block in blocks:
             for attr in _PROBE_INPUT:
@@ -418,8 +420,9 @@ def calibrate(backend, corpus: Path | None = None, progress: Progress | None = N
                          f"of {CHUNK} tokens")
     blocks = probed_blocks(model)
     report(f"activation statistics over {len(stat_chunks)} x {CHUNK} tokens", 2)
-    stats_progress = lambda m, _: report(m, 2 + 28 * int(m.split()[-1].split("/")[0]) // len(stat_chunks))  # noqa: E731
-    tables, head_table, inputs = collect_statistics(model, blocks, stat_chunks, stats_progress)
+    tables, head_table, inputs = collect_statistics(
+        model, blocks, stat_chunks,
+        lambda k: report(f"activation statistics {k}/{len(stat_chunks)}", 2 + 28 * k // len(stat_chunks)))
     errors = []
     for b, block in enumerate(blocks):
         errors.append(error_table(model, block, inputs[b], tables[b]))

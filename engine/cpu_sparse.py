@@ -96,13 +96,6 @@ def pack_input_major(weight: torch.Tensor) -> torch.Tensor:
     return cpu_rows.pack(weight).transpose(0, 1).contiguous()
 
 
-def is_input_major(weight: torch.Tensor, in_features: int, out_features: int) -> bool:
-    """Whether ``weight`` is :func:`pack_input_major` of an [out_features, in_features]
-    matrix (the shape alone cannot tell it from cpu_rows.pack's when blocks == in)."""
-    return (weight.dim() == 3 and tuple(weight.shape) == (in_features, -(-out_features // BLOCK), BLOCK)
-            and weight.dtype == torch.bfloat16)
-
-
 def usable(packed_t: torch.Tensor, rows: int) -> bool:
     """Whether ``rows`` rows times ``packed_t`` go through the kernel: a contiguous
     input-major bf16 CPU weight, 1..8 rows and the kernel loaded."""
@@ -179,12 +172,3 @@ def last_active_counts() -> list[int]:
         return []
     scratch, count = _last
     return scratch[:8 * (4 + count)].view(torch.int64)[4:].tolist()  # after cpu_sparse.c's 4-word header
-
-
-def active_fraction(x: torch.Tensor, threshold: float) -> float:
-    """The fraction of x's [rows, in] input channels that at least one row keeps
-    (|x| > threshold; all of them for a threshold of 0 or below): the share of
-    the weights the kernel reads."""
-    if threshold <= 0:
-        return 1.0
-    return (x.abs() > threshold).any(dim=0).float().mean().item()

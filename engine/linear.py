@@ -137,7 +137,3 @@ def pack_for_cpu_rows(model: nn.Module) -> None:
         if type(lin) is DenseLinear and lin.weight.device.type == "cpu" and lin.weight.dtype == torch.float32:
             setattr(parent, name, CpuRowsLinear(lin.weight.data, lin.bias.data if lin.bias is not None else None))
 
-
-def unpack(lin: nn.Module) -> DenseLinear:
-    """The plain dense linear over ``lin``'s weight (sharing its storage)."""
-    return DenseLinear(lin.weight.data, None if lin.bias is None else lin.bias.data)

@@ -272,12 +272,10 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
 
 def _install_sparsity(backend, model: str, sparsity: float | str) -> None:
     from tealtab.engine.calibration import find_calibration
+    from tealtab.engine.sparsity import requested_level
 
     cal = find_calibration(backend)
-    if sparsity == "auto":
-        level = cal.default_level if cal is not None else 0.0
-    else:
-        level = float(sparsity)
+    level = requested_level(sparsity, cal)
     if level > 0 and cal is None:
         raise ModelLoadError(f"activation sparsity {sparsity} is not available for {model} without a calibration; "
                              f"run `tealtab calibrate --model {model}` first, or set sparsity to 0")

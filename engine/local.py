@@ -81,7 +81,6 @@ class LocalBackend:
         self._lock = threading.Lock()
         self.directory: Path | None = None
         self.sparsity = 0.0  # TEAL level in effect (set_sparsity)
-        self.calibration = None
 
     @classmethod
     def from_dir(cls, directory: Path, name: str, device: str = "cpu", dtype: str = "auto",
@@ -145,7 +144,6 @@ class LocalBackend:
         with self._lock:
             swapped = (chosen > 0) != (self.sparsity > 0)
             self.sparsity = sparsity.apply(self.model, calibration, chosen, head=head)
-            self.calibration = calibration if chosen else None
             # Captured graphs hold the previous modules: after a swap, capture again on the next
             # step. (A new level only rewrites thresholds in place, which the graphs read.)
             if (swapped or head) and isinstance(self._generator.decoder, GraphDecoder):

@@ -111,6 +111,14 @@ class Calibration:
         return cls(**data, path=Path(path))
 
 
+def requested_level(requested: float | str, calibration: Calibration | None) -> float:
+    """The level a ``sparsity`` setting asks for: "auto" is the calibration's default level
+    (0 without a calibration), a number is itself."""
+    if requested == "auto":
+        return float(calibration.default_level) if calibration is not None else 0.0
+    return float(requested)
+
+
 def apply(model: nn.Module, calibration: Calibration | None, level: float, head: bool = False) -> float:
     """Install the thresholds of ``level`` in ``model`` (0: dense again); returns the level in effect.
 

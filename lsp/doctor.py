@@ -86,29 +86,23 @@ def _sparsity_report(loading, model: str) -> None:
 def _calibration_of(loading, model: str) -> str:
     """What is known about ``model``'s TEAL calibration without loading the model."""
     try:
-        from tealtab.engine import calibration_files, sparsity
+        from tealtab.engine import calibration_files
         from tealtab.lsp.sparsity_control import levels_text
     except Exception as exc:
         return f"unknown (activation sparsity not importable: {type(exc).__name__}: {exc})"
-    find = getattr(calibration_files, "find_calibration", None)
-    shipped_path = getattr(calibration_files, "shipped_calibration_path", None) \
-        or getattr(sparsity, "shipped_calibration_path", None)
     if model not in loading.BUILTIN_MODELS:
         return f"{model}: looked up when it loads (`tealtab calibrate --model {model}` makes one)"
-    calibration = None
-    if find is not None:
-        # find_calibration reads only the model's name and folder: a stand-in for the unloaded model.
-        stand_in = SimpleNamespace(name=model, directory=loading.builtin_converted_dir(model))
-        try:
-            calibration = find(stand_in)
-        except Exception:
-            calibration = None
+    # find_calibration reads only the model's name and folder: a stand-in for the unloaded model.
+    stand_in = SimpleNamespace(name=model, directory=loading.builtin_converted_dir(model))
+    try:
+        calibration = calibration_files.find_calibration(stand_in)
+    except Exception:
+        calibration = None
+    shipped = calibration_files.shipped_calibration_path(model)
     if calibration is not None:
-        shipped = shipped_path(model) if shipped_path is not None else None
         origin = "shipped with tealtab" if shipped is not None and calibration.path == shipped else "this machine's"
         return (f"{model}: {levels_text(tuple(calibration.levels))}, default "
                 f"{calibration.default_level:g} ({origin}, {calibration.path})")
-    shipped = shipped_path(model) if shipped_path is not None else None
     if shipped is not None:
         return f"{model}: shipped calibration at {shipped}"
     return f"{model}: not calibrated (`tealtab calibrate` makes one; minutes on a CPU)"

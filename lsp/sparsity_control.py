@@ -49,9 +49,9 @@ class SparsityState:
 
 def target_level(requested: float | str, calibration: Any) -> float:
     """The level to ask ``set_sparsity`` for: "auto" is the calibrated default (0 without a calibration)."""
-    if requested == AUTO:
-        return float(calibration.default_level) if calibration is not None else 0.0
-    return float(requested) if calibration is not None else 0.0
+    from tealtab.engine.sparsity import requested_level
+
+    return requested_level(requested, calibration) if calibration is not None else 0.0
 
 
 def wants_sparsity(requested: float | str) -> bool:

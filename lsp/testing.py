@@ -177,11 +177,41 @@ class ServerSession:
         )
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
+    async def status(self, msg_id: str) -> dict:
+        """The tealtab/status request's result, as plain data."""
+        from .acceptance import plain
+
+        return plain(await self.raw_request("tealtab/status", None, msg_id))
+
+    async def sparsity_settled(self, requested: float | str, prefix: str, timeout: float = 120.0) -> dict:
+        """tealtab/status once the ``sparsity`` setting ``requested`` is in effect (nothing pending)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        number = 0
+        while True:
+            number += 1
+            result = await self.status(f"{prefix}-{number}")
+            if result["sparsity"]["requested"] == requested and not result["sparsity"]["pending"]:
+                return result
+            assert loop.time() < deadline, result
+            await asyncio.sleep(0.1)
+
     async def shutdown_and_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """shutdown, exit, and wait for the process; its return code."""
         await asyncio.wait_for(self.client.shutdown_async(None), timeout)
         self.client.exit(None)
         return await asyncio.wait_for(self.process.wait(), timeout)
+
+
+def apply_completion(text: str, item: types.InlineCompletionItem) -> str:
+    """``text`` with ``item`` inserted over its range (positions in UTF-16, which equal code
+    points for ASCII text, as the tests' documents are)."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(position: types.Position) -> int:
+        return sum(len(line) for line in lines[: position.line]) + position.character
+
+    return text[: offset(item.range.start)] + item.insert_text + text[offset(item.range.end) :]
 
 
 def client_capabilities(position_encodings: list[str] | None = None) -> types.ClientCapabilities:

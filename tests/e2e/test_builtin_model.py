@@ -7,7 +7,7 @@ import sys
 import pytest
 from lsprotocol import types
 
-from tealtab.lsp.testing import start_server
+from tealtab.lsp.testing import apply_completion, start_server
 
 pytestmark = pytest.mark.builtin
 
@@ -29,15 +29,6 @@ OPTIONS = {"model": "builtin:gemma-3-270m", "device": "cpu", "candidates": 3, "m
 LOAD_TIMEOUT_S = 500
 
 
-def apply(text: str, item: types.InlineCompletionItem) -> str:
-    lines = text.splitlines(keepends=True)
-
-    def offset(position: types.Position) -> int:  # UTF-16 == code points for this ASCII file
-        return sum(len(line) for line in lines[: position.line]) + position.character
-
-    return text[: offset(item.range.start)] + item.insert_text + text[offset(item.range.end) :]
-
-
 async def test_inline_completion_completes_the_function(tmp_path):
     log_file = tmp_path / "server.log"
     async with start_server(OPTIONS, log_file=log_file, log_level="info") as session:
@@ -51,7 +42,7 @@ async def test_inline_completion_completes_the_function(tmp_path):
         for item in result.items:
             assert item.insert_text.strip()
             assert item.range.start.line == CURSOR.line
-            text = apply(SOURCE, item)
+            text = apply_completion(SOURCE, item)
             try:
                 ast.parse(text)
             except SyntaxError:

@@ -6,14 +6,12 @@ setting only installs thresholds in the loaded model.
 """
 
 import ast
-import asyncio
 from types import SimpleNamespace
 
 import pytest
 from lsprotocol import types
 
-from tealtab.lsp.acceptance import plain
-from tealtab.lsp.testing import start_server
+from tealtab.lsp.testing import apply_completion, start_server
 
 pytestmark = pytest.mark.builtin
 
@@ -35,15 +33,6 @@ OPTIONS = {"model": MODEL, "device": "cpu", "candidates": 3, "maxNewTokens": 48}
 LOAD_TIMEOUT_S = 500
 
 
-def apply(text: str, item: types.InlineCompletionItem) -> str:
-    lines = text.splitlines(keepends=True)
-
-    def offset(position: types.Position) -> int:  # UTF-16 == code points for this ASCII file
-        return sum(len(line) for line in lines[: position.line]) + position.character
-
-    return text[: offset(item.range.start)] + item.insert_text + text[offset(item.range.end) :]
-
-
 def builtin_calibration():
     """The calibration the server will find for the built-in model (without loading it), or None."""
     from tealtab.engine import calibration_files, loading
@@ -61,26 +50,12 @@ def calibration():
     return found
 
 
-async def settled(session, requested, prefix, timeout=120.0):
-    """tealtab/status once the sparsity setting ``requested`` is in effect."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    number = 0
-    while True:
-        number += 1
-        result = plain(await session.raw_request("tealtab/status", None, f"{prefix}-{number}"))
-        if result["sparsity"]["requested"] == requested and not result["sparsity"]["pending"]:
-            return result
-        assert loop.time() < deadline, result
-        await asyncio.sleep(0.2)
-
-
 def parsed_completions(items):
     """The completed files that parse as Python."""
     completed = []
     for item in items:
         assert item.range.start.line == CURSOR.line
-        text = apply(SOURCE, item)
+        text = apply_completion(SOURCE, item)
         try:
             ast.parse(text)
         except SyntaxError:
@@ -97,13 +72,13 @@ async def test_sparsity_changes_while_serving(calibration, tmp_path):
         assert session.client.errors_shown() == [], session.log_text()[-5000:]
         session.open(URI, SOURCE)
 
-        dense = await settled(session, 0.0, "dense")
+        dense = await session.sparsity_settled(0.0, "dense")
         assert dense["sparsity"]["level"] == 0.0
         assert dense["sparsity"]["levels"] == list(calibration.levels)
         assert (await session.inline(URI, CURSOR.line, CURSOR.character, timeout=300)).items
 
         session.configure({"sparsity": 0.5})
-        sparse = await settled(session, 0.5, "sparse")
+        sparse = await session.sparsity_settled(0.5, "sparse")
         assert sparse["sparsity"]["level"] == 0.5 and not sparse["sparsity"]["calibrating"]
         result = await session.inline(URI, CURSOR.line, CURSOR.character, timeout=300)
         assert isinstance(result, types.InlineCompletionList)
@@ -114,7 +89,7 @@ async def test_sparsity_changes_while_serving(calibration, tmp_path):
         assert all("print(add(1, 2))" in text for text in completed)
 
         session.configure({"sparsity": 0})
-        again = await settled(session, 0.0, "dense2")
+        again = await session.sparsity_settled(0.0, "dense2")
         assert again["sparsity"]["level"] == 0.0
         assert (await session.inline(URI, CURSOR.line, CURSOR.character, timeout=300)).items
 

@@ -128,9 +128,6 @@ def test_input_major_layout():
     packed_t = cpu_sparse.pack_input_major(weight)
     assert packed_t.shape == (3, 3, 16) and packed_t.is_contiguous()
     assert torch.equal(packed_t, cpu_rows.pack(weight).transpose(0, 1))
-    assert cpu_sparse.is_input_major(packed_t, 3, 40)
-    other = torch.randn(40, 5)  # 3 blocks, 5 inputs: the two layouts differ in shape
-    assert not cpu_sparse.is_input_major(cpu_rows.pack(other), 5, 40)
     assert cpu_sparse.usable(packed_t, 8) and not cpu_sparse.usable(packed_t, 9)
 
 
@@ -140,12 +137,6 @@ def test_inputs_of_any_float_dtype_are_cast():
     x = torch.randn(3, 40).bfloat16()
     y = cpu_sparse.sparse_rows_times_weight(x, cpu_sparse.pack_input_major(weight), 50, 0.5)
     check_close(y, reference(x.float(), weight.bfloat16(), [(0, 50, 0.5)]), 40)
-
-
-def test_active_fraction():
-    x = torch.tensor([[0.1, 2.0, -3.0, 0.0], [0.2, -0.1, 0.3, 0.0]])
-    assert cpu_sparse.active_fraction(x, 0.25) == 0.5
-    assert cpu_sparse.active_fraction(x, 0.0) == 1.0
 
 
 def test_bad_segments_and_shapes_are_errors():

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 from lsprotocol import types
 
-from tealtab.lsp.acceptance import plain
 from tealtab.lsp.settings import parse_settings
 from tealtab.lsp.sparsity_control import (
     SparsityControl,
@@ -148,25 +147,6 @@ async def test_a_failed_calibration_runs_once_and_keeps_serving_dense(tiny_model
         worker.shutdown()
 
 
-async def status(session, msg_id):
-    return plain(await session.raw_request("tealtab/status", None, msg_id))
-
-
-async def settled(session, requested, prefix, timeout=120.0):
-    """tealtab/status once the sparsity setting ``requested`` is in effect (nothing pending)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    number = 0
-    while True:
-        number += 1
-        result = await status(session, f"{prefix}-{number}")
-        sparsity = result["sparsity"]
-        if sparsity["requested"] == requested and not sparsity["pending"]:
-            return result
-        assert loop.time() < deadline, result
-        await asyncio.sleep(0.1)
-
-
 async def test_sparsity_changes_apply_without_a_reload_and_calibrate_once(options, log_file, tmp_path):
     env = {"TEALTAB_CACHE": str(tmp_path / "cache")}
     async with start_server(options, log_file=log_file, env=env) as session:  # sparsity: the default, auto
@@ -175,7 +155,7 @@ async def test_sparsity_changes_apply_without_a_reload_and_calibrate_once(option
         client = session.client
 
         # auto without a calibration: dense, and nothing is calibrated for it.
-        first = await settled(session, "auto", "auto")
+        first = await session.sparsity_settled("auto", "auto")
         assert first["state"] == "ready"
         assert first["sparsity"] == {"requested": "auto", "level": 0.0, "calibrated": False, "levels": None,
                                      "default": None, "calibrating": False, "pending": False}
@@ -184,7 +164,7 @@ async def test_sparsity_changes_apply_without_a_reload_and_calibrate_once(option
         # A number: dense at once, calibrated in the background (with progress), then in effect.
         session.configure({"sparsity": 0.5})
         assert (await session.inline(URI, 1, 11)).items
-        half = await settled(session, 0.5, "half")
+        half = await session.sparsity_settled(0.5, "half")
         assert half["sparsity"]["level"] == 0.5 and half["sparsity"]["calibrated"]
         assert half["sparsity"]["levels"] == list(LEVELS)
         assert any(str(token).startswith("tealtab-calibrate-") for token in client.progress_tokens)
@@ -196,16 +176,16 @@ async def test_sparsity_changes_apply_without_a_reload_and_calibrate_once(option
 
         # auto is now the calibrated default; 0 is dense again; neither calibrates again.
         session.configure({"sparsity": "auto"})
-        auto = await settled(session, "auto", "auto2")
+        auto = await session.sparsity_settled("auto", "auto2")
         assert auto["sparsity"]["level"] == auto["sparsity"]["default"] == half["sparsity"]["default"]
         session.configure({"sparsity": 0})
-        dense = await settled(session, 0.0, "dense")
+        dense = await session.sparsity_settled(0.0, "dense")
         assert dense["sparsity"]["level"] == 0.0 and dense["sparsity"]["calibrated"]
         assert (await session.inline(URI, 1, 11)).items
 
         # A bad value is a warning, and the key goes back to its default (auto).
         session.configure({"sparsity": 0.9})
-        bad = await settled(session, "auto", "bad")
+        bad = await session.sparsity_settled("auto", "bad")
         assert bad["sparsity"]["level"] == auto["sparsity"]["level"]
         assert any("'sparsity'" in m.message and m.type == types.MessageType.Warning for m in client.log_messages)
 
@@ -219,11 +199,11 @@ async def test_a_model_reload_applies_the_sparsity_setting_again(options, other_
     env = {"TEALTAB_CACHE": str(tmp_path / "cache")}
     async with start_server({**options, "sparsity": 0}, log_file=log_file, env=env) as session:
         await session.wait_for_model()
-        assert (await settled(session, 0.0, "a"))["sparsity"]["level"] == 0.0
+        assert (await session.sparsity_settled(0.0, "a"))["sparsity"]["level"] == 0.0
         # Model and sparsity change together: one reload, and the new model gets the setting.
         session.configure({"model": str(other_tiny_model), "sparsity": 0.5})
         await session.wait_for_model(count=2)
-        result = await settled(session, 0.5, "b")
+        result = await session.sparsity_settled(0.5, "b")
         assert result["model"] == str(other_tiny_model)
         assert result["sparsity"]["level"] == 0.5
         assert session.client.errors_shown() == []
