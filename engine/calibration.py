@@ -187,8 +187,7 @@ def _rope(model, length: int, sliding: bool):
 
 
 def _embed(model, tokens: torch.Tensor) -> torch.Tensor:
-    x = F.embedding(tokens, model.embed).to(model.act_dtype)
-    return x * model.embed_scale if model.cfg.embed_scale != 1.0 else x
+    return model.embed_tokens(tokens)
 
 
 # ------------------------------------------------------------------------------------------ statistics

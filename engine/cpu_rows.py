@@ -15,11 +15,12 @@ a fixed order, so a row's result does not depend on how many rows come with
 it (a candidate decoded among 8 gets the same logits as decoded alone) or on
 the thread count.
 
-The C file is compiled with the system's C compiler on first use (well under
-a second) into the model cache folder, keyed by the source, the compiler and
+The C files are compiled with the system's C compiler on first use (a few
+seconds) into the model cache folder, keyed by the source, the compiler and
 the CPU, and loaded with ctypes (which releases the GIL): a large matrix is
 split by blocks over ``torch.get_num_threads()`` threads. The same library
-holds cpu_fused.c (the decode step's small ops, engine/cpu_fused.py).
+holds cpu_fused.c (the decode step's small ops, engine/cpu_fused.py),
+cpu_sparse.c and cpu_quant.c (engine/cpu_sparse.py, engine/cpu_quant.py).
 Without a compiler, or with TEALTAB_CPU_KERNEL=0, CpuRowsLinear keeps a plain bf16
 copy and its torch paths, the decode step its eager ops, and the log says so
 once.
@@ -46,7 +47,7 @@ from tealtab.engine.env import env_flag
 log = logging.getLogger(__name__)
 
 SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"),
-           Path(__file__).with_name("cpu_sparse.c"))
+           Path(__file__).with_name("cpu_sparse.c"), Path(__file__).with_name("cpu_quant.c"))
 MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job: a thread
 # hand-off costs tens of microseconds, and one or two rows of a layer matrix

@@ -116,6 +116,7 @@ def step_function(model: Transformer, cache: KVCache, n: int, kernel=None, ops=N
 
     With ``ops`` (fused_step.load_kernels()) the forward is fused_step's; without, the model's own.
     """
+    cache.zero_unwritten()  # the static step reads whole buffers under masks
     def step_fn(tokens: torch.Tensor, prompt_len: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         attend = _StaticAttention(cache, n, prompt_len, step, kernel, ops)
         positions = (prompt_len + step).view(1)

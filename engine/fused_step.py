@@ -24,7 +24,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 from tealtab.engine.config import ModelConfig
 from tealtab.engine.model import Block, Transformer
@@ -75,9 +74,7 @@ def fused_logits(model: Transformer, tokens: torch.Tensor, positions: torch.Tens
     cast_before_weight)`` (decode_step's static attention does).
     """
     cfg = model.cfg
-    x = F.embedding(tokens, model.embed).to(model.act_dtype)
-    if cfg.embed_scale != 1.0:
-        x = x * model.embed_scale
+    x = model.embed_tokens(tokens)
     rope_global = (model.cos[positions], model.sin[positions])
     rope_local = rope_global
     if model.cos_local is not model.cos:

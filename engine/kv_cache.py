@@ -25,16 +25,25 @@ class KVCache:
     """Preallocated buffers and the token ids whose KV the prompt part holds."""
 
     def __init__(self, cfg: ModelConfig, max_prompt: int, max_candidates: int, max_new: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
+                 dtype: torch.dtype, device: torch.device | str, lazy: bool = False) -> None:
+        """``lazy`` (CPU only): leave the buffers unwritten rather than zeroed (see below)."""
         self.cfg = cfg
         self.max_prompt = max_prompt
         self.max_candidates = max_candidates
         self.max_new = max_new
         L, H, D = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-        self.prompt_k = torch.zeros(L, H, max_prompt, D, dtype=dtype, device=device)
-        self.prompt_v = torch.zeros_like(self.prompt_k)
-        self.gen_k = torch.zeros(L, max_candidates, H, max_new, D, dtype=dtype, device=device)
-        self.gen_v = torch.zeros_like(self.gen_k)
+        # The CPU decoders slice the positions written so far (prefill, CandidateAttention), so
+        # there the buffers need no zeros (lazy): left unwritten, the pages of a large allocation
+        # are never touched and take no memory until a long prompt or many candidates use them
+        # (the full cache is 226 MB for the built-in model's 4096 + 8 x 256 positions). The
+        # captured CUDA step (and its CPU test double) reads whole buffers under masks, where
+        # unwritten NaN bits would leak through: it zeroes them first (zero_unwritten).
+        self._zeroed = not (lazy and torch.device(device).type == "cpu")
+        alloc = torch.zeros if self._zeroed else torch.empty
+        self.prompt_k = alloc(L, H, max_prompt, D, dtype=dtype, device=device)
+        self.prompt_v = alloc(L, H, max_prompt, D, dtype=dtype, device=device)
+        self.gen_k = alloc(L, max_candidates, H, max_new, D, dtype=dtype, device=device)
+        self.gen_v = alloc(L, max_candidates, H, max_new, D, dtype=dtype, device=device)
         # Token ids whose keys/values are valid in prompt_k/v[:, :, :len(tokens)].
         self.tokens: list[int] = []
         # The model's last hidden state [D] of each prompt position that prefill
@@ -45,6 +54,19 @@ class KVCache:
         # tokens; kept here, they are not computed again.
         self.hidden: torch.Tensor | None = None
         self.hidden_ok = bytearray(max_prompt)
+
+    def zero_unwritten(self) -> None:
+        """Zero what the CPU buffers hold beyond the prompt's valid positions, and the candidates'
+        buffers the first time (a no-op where they were allocated zeroed: CUDA). For readers that
+        take whole buffers under masks (the static step of a CUDA graph, run on the CPU in tests),
+        where unwritten bits that happen to be NaN would survive a zero attention weight."""
+        if self._zeroed:
+            return
+        self.prompt_k[:, :, len(self.tokens):].zero_()
+        self.prompt_v[:, :, len(self.tokens):].zero_()
+        self.gen_k.zero_()
+        self.gen_v.zero_()
+        self._zeroed = True
 
     def nbytes(self, prompt_len: int, n: int, generated: int) -> int:
         """Bytes of KV that a request with these sizes actually holds."""

@@ -9,9 +9,11 @@ handlers do:
 - engine/sparsity.py swaps in TEAL's activation-sparse linears
   (sparse_linear.py) and back.
 
-Every kind has ``weight`` (the logical [out, in] matrix, for prefill-shaped
-inputs and for the LM head's row selection), ``bias``, ``in_features``,
-``out_features`` and ``forward(x)``.
+Every kind has ``weight`` (the logical [out, in] matrix; a quantized kind
+dequantizes it on access), ``rows(ids)`` (rows of it: the LM head's allowed
+tokens, a tied embedding's lookup), ``bias``, ``in_features``,
+``out_features`` and ``forward(x)``. engine/quant_linear.py holds the kinds
+that keep only quantized weights.
 
 Prefill stays dense and decode steps may be sparse (TEAL): a decode step runs
 inside :func:`phase` ("decode"), which the decoders (decode_step.py) enter;
@@ -87,6 +89,10 @@ class DenseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dense_linear(x, self.weight, self.bias)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the weight [len(ids), in] (the LM head's allowed tokens, a tied embedding)."""
+        return self.weight.index_select(0, ids)
 
 
 class CpuRowsLinear(DenseLinear):

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -203,18 +204,41 @@ def resolve_model_dir(model: str, progress: Progress | None = None) -> Path:
     raise ModelLoadError(f"cannot interpret model {model!r}: use builtin:gemma-3-270m, an HF id (org/name), a folder or a .gguf file")
 
 
-def load_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a (possibly sharded) safetensors checkpoint, memory-mapped."""
-    from safetensors.torch import load_file
+class CheckpointWeights(Mapping):
+    """The tensors of a (possibly sharded) safetensors checkpoint by name, each read from its
+    file when first asked for: a quantized load never reads the full-precision linears."""
 
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{directory} has no .safetensors weights")
-    weights: dict[str, torch.Tensor] = {}
-    for f in files:
-        weights.update(load_file(str(f)))
-    # Multimodal Gemma 3 checkpoints prefix the text model.
-    return {k.replace("language_model.model.", "model.").replace("model.language_model.", "model."): v for k, v in weights.items()}
+    def __init__(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        files = sorted(Path(directory).glob("*.safetensors"))
+        if not files:
+            raise ModelLoadError(f"{directory} has no .safetensors weights")
+        self._handles = [safe_open(str(f), framework="pt") for f in files]
+        self._where: dict[str, tuple[int, str]] = {}
+        for i, handle in enumerate(self._handles):
+            for key in handle.keys():
+                # Multimodal Gemma 3 checkpoints prefix the text model.
+                name = key.replace("language_model.model.", "model.").replace("model.language_model.", "model.")
+                self._where[name] = (i, key)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        i, key = self._where[name]
+        # A copy: a tensor safetensors returns may view the file's memory map, and one kept
+        # (a norm) would keep every page of the file read so far resident.
+        return self._handles[i].get_tensor(key).clone()
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def load_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a (possibly sharded) safetensors checkpoint."""
+    weights = CheckpointWeights(directory)
+    return {name: weights[name] for name in weights}
 
 
 def read_config(directory: Path):
@@ -240,9 +264,9 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
                  quantization: str = "none", sparsity: float | str = 0.0, **options):
     """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`.
 
-    ``options`` go to :meth:`LocalBackend.from_dir` (cache sizes). Weight
-    quantization is not part of this release: asking for it is a load error
-    that says so, rather than a silent dense model. ``sparsity`` (a TEAL
+    ``options`` go to :meth:`LocalBackend.from_dir` (cache sizes).
+    ``quantization``: "none", "int8" or "nf4" (bitsandbytes' formats; the
+    first load of a model in a format quantizes and caches it). ``sparsity`` (a TEAL
     target, or "auto" for the calibrated default) is installed after the load
     from the model's calibration; a target above 0 without a calibration is a
     load error (``tealtab calibrate`` makes one). The server leaves it at 0
@@ -250,14 +274,17 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
     """
     from tealtab.engine.local import LocalBackend
 
-    if quantization not in ("none", "", None):
-        raise ModelLoadError(f"quantization {quantization!r} is not available in this version of tealtab; "
-                             "set quantization to none")
+    from tealtab.engine.quantization import FORMATS
+
+    quantization = (quantization or "none").strip().lower()
+    if quantization not in FORMATS:
+        raise ModelLoadError(f"unknown quantization {quantization!r}; use one of {', '.join(FORMATS)}")
     dev = resolve_device(device)
     directory = resolve_model_dir(model, progress)
     _report(progress, f"Loading {model} on {dev}", 90)
     try:
-        backend = LocalBackend.from_dir(directory, name=model, device=dev, dtype=dtype, **options)
+        backend = LocalBackend.from_dir(directory, name=model, device=dev, dtype=dtype, quantization=quantization,
+                                        progress=progress, **options)
     except ModelLoadError:
         raise
     except torch.cuda.OutOfMemoryError as exc:

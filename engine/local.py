@@ -81,12 +81,18 @@ class LocalBackend:
         self._lock = threading.Lock()
         self.directory: Path | None = None
         self.sparsity = 0.0  # TEAL level in effect (set_sparsity)
+        self.quantization = "none"  # weight format of the linears (from_dir)
 
     @classmethod
     def from_dir(cls, directory: Path, name: str, device: str = "cpu", dtype: str = "auto",
-                 max_prompt: int | None = None, max_candidates: int = 8, max_new: int = 256) -> "LocalBackend":
-        """Build the model from an HF-format folder (config.json, safetensors, tokenizer.json)."""
-        from tealtab.engine.loading import ModelLoadError, load_weights, read_config
+                 max_prompt: int | None = None, max_candidates: int = 8, max_new: int = 256,
+                 quantization: str = "none", progress=None) -> "LocalBackend":
+        """Build the model from an HF-format folder (config.json, safetensors, tokenizer.json).
+
+        ``quantization`` "int8" or "nf4": the linears are read from the quantized cache beside
+        the model (quantized and cached on the first load), never held at full precision.
+        """
+        from tealtab.engine.loading import CheckpointWeights, ModelLoadError, read_config
 
         directory = Path(directory)
         cfg = read_config(directory)
@@ -96,16 +102,23 @@ class LocalBackend:
         if max_prompt is None:
             max_prompt = 8192 if device.startswith("cuda") else 4096
         max_prompt = min(max_prompt, cfg.max_position_embeddings - max_new)
-        weights = load_weights(directory)
-        model = Transformer(cfg, weights, weight_dtype, act_dtype, max_len=max_prompt + max_new, device=device)
-        del weights
+        weights = CheckpointWeights(directory)
+        linears = None
+        if quantization not in ("none", "", None):
+            from tealtab.engine.quant_loading import quantized_linears
+
+            linears = quantized_linears(cfg, weights, directory, name, quantization, device, progress)
+        model = Transformer(cfg, weights, weight_dtype, act_dtype, max_len=max_prompt + max_new, device=device,
+                            linears=linears)
+        del weights, linears
         if lowp is not None:
             pack_for_cpu_rows(model)
         model.eval()
         tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
-        cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device)
+        cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device, lazy=True)
         backend = cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)
         backend.directory = directory
+        backend.quantization = quantization or "none"
         return backend
 
     def tokenize(self, text: str) -> list[int]:

@@ -91,29 +91,54 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+def linear_sources(cfg: ModelConfig, index: int) -> dict[str, tuple[list[str], list[str]]]:
+    """The checkpoint keys of block ``index``'s linears: name -> (weight keys, bias keys), the
+    parts of a fused matrix (q|k|v, gate|up) concatenated along the outputs in this order."""
+    p = f"model.layers.{index}."
+    attn = [p + f"self_attn.{n}_proj" for n in "qkv"]
+    bias = lambda *names: [n + ".bias" for n in names] if cfg.linear_bias else []  # noqa: E731
+    out = {
+        "wqkv": ([n + ".weight" for n in attn], [n + ".bias" for n in attn] if cfg.qkv_bias else []),
+        "wo": ([p + "self_attn.o_proj.weight"], bias(p + "self_attn.o_proj")),
+    }
+    if cfg.gated_mlp:
+        out["w13"] = ([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"], [])
+        out["w2"] = ([p + "mlp.down_proj.weight"], [])
+    else:
+        out["w13"] = ([p + "mlp.c_fc.weight"], bias(p + "mlp.c_fc"))
+        out["w2"] = ([p + "mlp.c_proj.weight"], bias(p + "mlp.c_proj"))
+    return out
+
+
+def concat(weights, keys: list[str]) -> torch.Tensor:
+    """The tensors ``keys`` of ``weights`` along dim 0 (one key: the tensor itself, no copy)."""
+    return weights[keys[0]] if len(keys) == 1 else torch.cat([weights[k] for k in keys])
+
+
+def head_key(cfg: ModelConfig, keys) -> str:
+    """The checkpoint key of the LM head's weight: the embedding's where they are tied."""
+    return "model.embed_tokens.weight" if cfg.tie_embeddings or "lm_head.weight" not in keys else "lm_head.weight"
+
+
 class Block(nn.Module):
     """One transformer layer: attention then MLP, each with a residual."""
 
-    def __init__(self, cfg: ModelConfig, index: int, w: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    def __init__(self, cfg: ModelConfig, index: int, w: dict[str, torch.Tensor], dtype: torch.dtype,
+                 linears: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.index = index
         self.sliding = cfg.sliding_layers[index]
         p = f"model.layers.{index}."
         norm = lambda name: make_norm(cfg, w, p + name)  # noqa: E731
-        bias = lambda name: w[p + name + ".bias"] if cfg.linear_bias else None  # noqa: E731
-        # q, k and v in one matmul; gate and up in another (fewer, larger GEMVs).
-        qkv = torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]).to(dtype)
-        qkv_bias = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"]) if cfg.qkv_bias else None
-        self.wqkv = DenseLinear(qkv, qkv_bias)
-        self.wo = DenseLinear(w[p + "self_attn.o_proj.weight"].to(dtype), bias("self_attn.o_proj"))
-        if cfg.gated_mlp:
-            up = torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
-            self.w13 = DenseLinear(up.to(dtype))
-            self.w2 = DenseLinear(w[p + "mlp.down_proj.weight"].to(dtype))
-        else:
-            self.w13 = DenseLinear(w[p + "mlp.c_fc.weight"].to(dtype), bias("mlp.c_fc"))
-            self.w2 = DenseLinear(w[p + "mlp.c_proj.weight"].to(dtype), bias("mlp.c_proj"))
+        # A linear given ready-made (a quantized one read from its cache) takes the place of
+        # the dense one, whose full-precision weights are then never read.
+        made = linears or {}
+        for name, (weight_keys, bias_keys) in linear_sources(cfg, index).items():
+            lin = made.get(f"blocks.{index}.{name}")
+            if lin is None:
+                lin = DenseLinear(concat(w, weight_keys).to(dtype), concat(w, bias_keys) if bias_keys else None)
+            setattr(self, name, lin)
         self.attn_norm = norm("input_layernorm")
         if cfg.sandwich_norms:
             self.post_attn_norm = norm("post_attention_layernorm")
@@ -167,22 +192,32 @@ class Transformer(nn.Module):
         act_dtype: torch.dtype = torch.float32,
         max_len: int = 4096,
         device: torch.device | str = "cpu",
+        linears: dict[str, nn.Module] | None = None,
     ) -> None:
+        """``linears``: ready-made linears by name ("blocks.{i}.wqkv" ... "head") in place of
+        dense ones built from ``weights``. A ready-made head of a model with tied
+        embeddings also serves the embedding lookup (its ``rows``): the table is held once."""
         super().__init__()
         self.cfg = cfg
         self.act_dtype = act_dtype
         self.max_len = max_len
-        embed = weights["model.embed_tokens.weight"].to(weight_dtype)
-        self.embed = nn.Parameter(embed, requires_grad=False)
-        self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype) for i in range(cfg.n_layers))
+        made_head = (linears or {}).get("head")
+        tied = head_key(cfg, weights) != "lm_head.weight"
+        if made_head is not None and tied:
+            self.embed = None  # looked up in the head's table (embed_tokens)
+        else:
+            embed = weights["model.embed_tokens.weight"].to(weight_dtype)
+            self.embed = nn.Parameter(embed, requires_grad=False)
+        self.blocks = nn.ModuleList(Block(cfg, i, weights, weight_dtype, linears) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg, weights, "model.norm")
-        head = weights.get("lm_head.weight")
-        if cfg.tie_embeddings or head is None:
+        if made_head is not None:
+            self.head = made_head
+        elif tied:
             self.head = DenseLinear(self.embed.data)  # shares the embedding's storage
         else:
-            self.head = DenseLinear(head.to(weight_dtype))
+            self.head = DenseLinear(weights["lm_head.weight"].to(weight_dtype))
         self.to(device)
-        dev = self.embed.device
+        dev = self.norm.weight.device
         cos, sin = rope_tables(cfg, max_len, cfg.rope_theta, dev)
         self.register_buffer("cos", cos.to(act_dtype), persistent=False)
         self.register_buffer("sin", sin.to(act_dtype), persistent=False)
@@ -196,13 +231,20 @@ class Transformer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.embed.device
+        return self.norm.weight.device
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [...] -> scaled embeddings [..., D] in the activation dtype (read from the
+        head's table where the embedding is tied to a quantized head)."""
+        if self.embed is not None:
+            x = F.embedding(tokens, self.embed).to(self.act_dtype)
+        else:
+            x = self.head.rows(tokens.reshape(-1)).view(*tokens.shape, -1).to(self.act_dtype)
+        return x * self.embed_scale if self.cfg.embed_scale != 1.0 else x
 
     def hidden(self, tokens: torch.Tensor, positions: torch.Tensor, attend: Attend) -> torch.Tensor:
         """tokens: [B, T] at positions [T] -> last hidden states [B, T, D] (before the final norm)."""
-        x = F.embedding(tokens, self.embed).to(self.act_dtype)
-        if self.cfg.embed_scale != 1.0:
-            x = x * self.embed_scale
+        x = self.embed_tokens(tokens)
         rope_global = (self.cos[positions], self.sin[positions])
         rope_local = (self.cos_local[positions], self.sin_local[positions])
         for block in self.blocks:
@@ -223,7 +265,7 @@ class Transformer(nn.Module):
         if ids is None:
             logits = self.head(x).float()
         else:
-            head = self.head.weight.index_select(0, ids)
+            head = self.head.rows(ids)
             logits = F.linear(x.to(head.dtype), head).float()
         if self.cfg.final_logit_softcap is not None:
             cap = self.cfg.final_logit_softcap

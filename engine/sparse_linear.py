@@ -128,6 +128,10 @@ class SparseLinear(nn.Module):
             y = y + self.bias.to(y.dtype)
         return y.to(x.dtype)
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the logical weight [len(ids), in]."""
+        return self.weight.index_select(0, ids)
+
     def to_dense(self) -> DenseLinear:
         """A dense linear over the same weight (the engine re-packs it for its device)."""
         return DenseLinear(self.weight.contiguous(), None if self.bias is None else self.bias.data)

@@ -22,6 +22,7 @@ from torch import nn
 
 from tealtab.engine.config import ModelConfig
 from tealtab.engine.linear import CpuRowsLinear, DenseLinear
+from tealtab.engine.quant_linear import QuantLinear
 from tealtab.engine.sparse_linear import SparseLinear
 
 # The model-wide targets a calibration covers (fractions of each block's
@@ -134,6 +135,9 @@ def apply(model: nn.Module, calibration: Calibration | None, level: float, head:
     for i, block in enumerate(model.blocks):
         for attr, hooks, sizes in hook_layout(cfg):
             lin = getattr(block, attr)
+            if isinstance(lin, QuantLinear):  # quantized kernels take thresholds themselves
+                lin.set_thresholds([calibration.thresholds[level][i][h] for h in hooks] if level else None, sizes)
+                continue
             if not level:
                 if isinstance(lin, SparseLinear):
                     setattr(block, attr, _dense_again(lin))
@@ -144,7 +148,10 @@ def apply(model: nn.Module, calibration: Calibration | None, level: float, head:
             else:
                 setattr(block, attr, _sparse(lin, sizes, thresholds))
     head_t = calibration.head.get(level) if (level and head and calibration is not None) else None
-    if head_t is not None:
+    if isinstance(model.head, QuantLinear):
+        if head_t is not None:
+            raise ValueError("a quantized LM head is dense: TEAL on the head needs quantization none")
+    elif head_t is not None:
         if isinstance(model.head, SparseLinear):
             model.head.set_thresholds([head_t])
         else:
@@ -168,8 +175,8 @@ def _dense_again(lin: SparseLinear) -> nn.Module:
 
 
 def is_sparse(model: nn.Module) -> bool:
-    """Whether any sparse linear is installed in ``model``."""
-    return any(isinstance(m, SparseLinear) for m in model.modules())
+    """Whether any sparse linear is installed in ``model`` (or a quantized one with thresholds)."""
+    return any(isinstance(m, SparseLinear) or (isinstance(m, QuantLinear) and m.sparse) for m in model.modules())
 
 
 __all__ = ["Calibration", "LEVELS", "VERSION", "apply", "block_sparsity", "hook_layout", "hook_params",

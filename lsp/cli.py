@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from .settings import QUANTIZATIONS
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -117,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--sparsity", type=sparsity_argument, default="auto", metavar="S",
                           help="TEAL activation sparsity: auto (the calibrated default, dense without a "
                                "calibration) or 0 to 0.7; a number calibrates the model first if needed")
+    complete.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
+                          help="weights in int8 or NF4 (bitsandbytes formats; quantized and cached on first use)")
     complete.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
 
     calibrate = commands.add_parser("calibrate", help="calibrate TEAL activation sparsity for a model (slow)")
@@ -134,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     demo.add_argument("--sparsity", type=sparsity_argument, default=None, metavar="S",
                       help="the server's sparsity setting: auto (its default) or 0 to 0.7")
+    demo.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                      help="the server's quantization setting: none (its default), int8 or nf4")
     return parser
 
 
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(args.file, model=args.model, device=args.device, sparsity=args.sparsity)
+            return run_demo(args.file, model=args.model, device=args.device, sparsity=args.sparsity,
+                            quantization=args.quantization)
         from .doctor import run_doctor
 
         return run_doctor()
@@ -163,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_lsp(args: argparse.Namespace) -> int:
+    from tealtab.engine.env import return_freed_memory
+
     from .log import setup_logging
     from .server import create_server, exit_now
 
+    return_freed_memory()  # before any thread starts: a server frees prefill buffers for good
     setup_logging(args.log_level, args.log_file)
     server = create_server()
     server.start_io()
@@ -238,7 +248,7 @@ def _run_complete(args: argparse.Namespace) -> int:
         model = args.model or loading.default_model(args.device)
         bar.say(f"loading {model} on {args.device}")
         load_started = time.monotonic()
-        backend = loading.load_backend(model, args.device, progress=bar)
+        backend = loading.load_backend(model, args.device, progress=bar, quantization=args.quantization)
     except Exception as exc:
         bar.say(f"could not load the model: {exc}")
         return EXIT_FAILURE

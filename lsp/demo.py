@@ -101,15 +101,18 @@ async def _wait_for_sparsity(session, timeout: float = 3600) -> str:
 
 
 def run_demo(path: str | None = None, model: str | None = None, device: str = "auto",
-             sparsity: float | str | None = None) -> int:
+             sparsity: float | str | None = None, quantization: str | None = None) -> int:
     """Run the demo on ``path`` (default: the bundled sample) and print the completions.
 
     ``sparsity``: the server's setting (None: its default, "auto"); a number the
     model has no calibration for is calibrated before the completions.
+    ``quantization``: the server's setting (None: its default, "none").
     """
     settings: dict = {"device": device}
     if model:
         settings["model"] = model
     if sparsity is not None:
         settings["sparsity"] = sparsity
+    if quantization is not None:
+        settings["quantization"] = quantization
     return asyncio.run(_run(Path(path) if path else SAMPLE, settings))

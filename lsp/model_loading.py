@@ -22,18 +22,32 @@ PROGRESS_CREATE_TIMEOUT_S = 10.0
 TITLE = "tealtab"
 
 
+def describe_model(settings: Settings, model: str | None = None) -> str:
+    """The model ``settings`` ask for, as the user would name it: ``X``, or ``X (int8)`` when quantized."""
+    name = model or settings.model or "the default model"
+    return name if settings.quantization == "none" else f"{name} ({settings.quantization})"
+
+
 async def load_model(server: TealtabServer, settings: Settings) -> None:
-    """Load ``settings.model`` in the worker thread; never raises."""
-    wanted = settings.model or "the default model"
+    """Load ``settings.model`` in the loader thread and swap it in; never raises.
+
+    A model already loaded serves until the swap, and after a failed load it
+    stays in use: the error message names it.
+    """
+    wanted = describe_model(settings)
     progress = _Progress(server)
     await progress.begin(f"loading {wanted}")
     try:
         model = await asyncio.wrap_future(server.worker.load(settings, progress.report_threadsafe))
     except ModelLoadFailed as exc:
-        server.load_error = str(exc)
-        server.model_name = None
-        progress.end("failed")
-        server.show_to_client(str(exc), types.MessageType.Error)
+        serving = server.serving_description()
+        message = str(exc) if serving is None else f"{exc}; still using {serving}"
+        server.load_error = message
+        progress.end("failed" if serving is None else f"failed; still using {serving}")
+        server.show_to_client(message, types.MessageType.Error)
+        if serving is not None:
+            # A calibration the served model needed was put off for the load: start it now.
+            server.sparsity.load_failed()
         return
     except asyncio.CancelledError:
         progress.end("cancelled")
@@ -41,13 +55,12 @@ async def load_model(server: TealtabServer, settings: Settings) -> None:
     if model is None:  # superseded by a newer load
         progress.end("superseded")
         return
-    server.model_name = model
-    server.load_error = None
+    server.model_swapped(model, settings)
     # The sparsity setting of now (it may have changed during the load), applied before any
     # completion queued from here on.
     server.sparsity.request()
-    progress.end(f"{model} ready")
-    server.log_to_client(f"tealtab: model {model} ready ({settings.device})")
+    progress.end(f"{describe_model(settings, model)} ready")
+    server.log_to_client(f"tealtab: model {describe_model(settings, model)} ready ({settings.device})")
 
 
 class _Progress:

@@ -14,7 +14,7 @@ from pygls.lsp.server import LanguageServer
 
 from tealtab.completion.typed_ahead import TypedAheadCache
 from .documents import DocumentStore
-from .model_loading import load_model
+from .model_loading import describe_model, load_model
 from .parent_watch import watch_parent
 from .positions import UTF16
 from .protocol import TealtabProtocol
@@ -52,11 +52,15 @@ class TealtabServer(LanguageServer):
         self.inflight = InflightRequests()
         self.position_encoding = UTF16
         self.initialized = False
-        # The model the worker holds, as seen from the event loop; None while
-        # loading or after a failed load.
+        # The model serving completions, as seen from the event loop, and the settings it was
+        # loaded with; None before the first load succeeds. A reload keeps them until its swap,
+        # and a failed one leaves them as they were.
         self.model_name: str | None = None
+        self.serving: Settings | None = None
         self.load_error: str | None = None
         self.model_loading: asyncio.Task | None = None
+        # The settings of the load in progress (while model_loading runs).
+        self.loading_settings: Settings | None = None
         # Request-to-answer time of the last inline completion (tealtab/status).
         self.last_latency_ms: float | None = None
         # The completions on screen, so that typing their first characters needs no model.
@@ -70,8 +74,9 @@ class TealtabServer(LanguageServer):
     def apply_settings(self, raw: object) -> None:
         """Apply a settings object; report problems; reload the model when needed.
 
-        A change of ``sparsity`` alone never reloads: it is applied to the loaded
-        model (a load in progress applies the setting of the time it ends).
+        A change of ``sparsity`` alone never reloads: it is applied to the serving
+        model, also while another one loads (which gets the setting of the time it
+        is swapped in).
         """
         old = self.settings
         self.settings, warnings = parse_settings(raw, old)
@@ -82,7 +87,7 @@ class TealtabServer(LanguageServer):
             return
         if self.settings.load_key() != old.load_key():
             self.start_model_load()
-        elif self.settings.sparsity != old.sparsity and self.model_name is not None and not self.is_loading():
+        elif self.settings.sparsity != old.sparsity and self.model_name is not None:
             self.sparsity.request()
 
     def is_loading(self) -> bool:
@@ -90,13 +95,35 @@ class TealtabServer(LanguageServer):
         return self.model_loading is not None and not self.model_loading.done()
 
     def start_model_load(self) -> None:
-        """Load the configured model in the background (work-done progress, errors shown)."""
-        self.model_name = None
-        self.sparsity.model_changed()
+        """Load the configured model in the background (work-done progress, errors shown).
+
+        The serving model, if any, answers until the new one is swapped in.
+        """
+        self.loading_settings = self.settings
         self.model_loading = self.spawn(load_model(self, self.settings))
 
+    def model_swapped(self, model: str, settings: Settings) -> None:
+        """The worker now serves ``model``, loaded with ``settings`` (called on the event loop)."""
+        self.model_name = model
+        self.serving = settings
+        self.load_error = None
+        self.sparsity.model_changed()
+        # Candidates on screen came from the old model.
+        self.typed_ahead.invalidate()
+
+    def serving_description(self) -> str | None:
+        """The serving model as the user would name it (``X`` or ``X (int8)``); None without one."""
+        if self.model_name is None or self.serving is None:
+            return None
+        return describe_model(self.serving, self.model_name)
+
     async def wait_for_model(self, timeout: float = MODEL_WAIT_S) -> bool:
-        """Wait (bounded) for any load in progress; True when a model is ready."""
+        """True when a model serves; without one, wait (bounded) for any load in progress first.
+
+        A reload never makes a completion wait: the old model answers until the swap.
+        """
+        if self.model_name is not None:
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (loading := self.model_loading) is not None and not loading.done():

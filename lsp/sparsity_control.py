@@ -165,7 +165,7 @@ class SparsityControl:
         return self._finished < self._submitted or self.calibrating is not None
 
     def model_changed(self) -> None:
-        """A new model load started: the old state no longer describes the served model."""
+        """A new model was swapped in: the old state no longer describes the served model."""
         self.state = None
 
     def request(self) -> None:
@@ -199,7 +199,23 @@ class SparsityControl:
             server.log_to_client(f"tealtab: sparsity {requested} is ignored: {state.model} has no activation "
                                  "sparsity", types.MessageType.Warning)
         if state.needs_calibration and number == self._submitted:
-            self._start_calibration(backend, state.model)
+            if self._model_loading():
+                # The model is about to be replaced: calibrating it would keep it in memory for
+                # minutes after the swap. The next model gets the setting when it is swapped in
+                # (or this one again if the load fails: load_failed).
+                logger.info("a model load is in progress: %s is not calibrated now", state.model)
+            else:
+                self._start_calibration(backend, state.model)
+
+    def _model_loading(self) -> bool:
+        loading = self._server.model_loading
+        return loading is not None and not loading.done()
+
+    def load_failed(self) -> None:
+        """A model load failed and the serving model stays: start the calibration it put off, if any."""
+        state = self.state
+        if state is not None and state.needs_calibration and self.calibrating is None:
+            self.request()
 
     def _start_calibration(self, backend: Any, model: str | None) -> None:
         if self._calibration is not None and not self._calibration.done():

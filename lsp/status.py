@@ -1,8 +1,15 @@
 """``tealtab/status``: what the server is doing, for an editor's status display.
 
 Result: ``{"state": "loading" | "ready" | "error" | "disabled", "model": str | None,
-"device": str | None, "lastLatencyMs": float | None, "error": str | None,
-"sparsity": {...}}``, where ``sparsity`` is ``{"requested": "auto" | float,
+"serving": str | None, "loading": str | None, "device": str | None,
+"lastLatencyMs": float | None, "error": str | None, "sparsity": {...}}``.
+``serving`` is the model answering completions now (``X`` or ``X (int8)``; None
+without one) and ``loading`` the one being loaded (None when no load runs): a
+change of model keeps the old one serving until the new one is swapped in, and
+after a failed change the old one stays (state "ready", ``error`` says why).
+``model`` is what editors show beside the state: while loading, the model being
+loaded ("loading X"); otherwise the serving one, or the configured one when none
+serves. ``device`` goes with ``model``. ``sparsity`` is ``{"requested": "auto" | float,
 "level": float | None (in effect; 0 dense, None without a local model),
 "calibrated": bool, "levels": [float] | None (the calibrated targets),
 "default": float | None (the calibrated default level), "calibrating": bool,
@@ -35,14 +42,22 @@ def server_state(server: TealtabServer) -> str:
 
 def status(server: TealtabServer) -> dict[str, Any]:
     """The ``tealtab/status`` result."""
-    ready = server.model_name is not None
-    backend = server.worker.backend if ready else None
+    from .model_loading import describe_model
+
+    loading = server.loading_settings if server.is_loading() else None
+    backend = server.worker.backend if server.model_name is not None and loading is None else None
     device = getattr(backend, "device", None) if backend is not None else None
+    if loading is not None:
+        model, configured_device = loading.model, loading.device
+    else:
+        model, configured_device = server.model_name or server.settings.model, server.settings.device
     latency = server.last_latency_ms
     return {
         "state": server_state(server),
-        "model": server.model_name or server.settings.model,
-        "device": str(device) if device is not None else server.settings.device,
+        "model": model,
+        "serving": server.serving_description(),
+        "loading": describe_model(loading) if loading is not None else None,
+        "device": str(device) if device is not None else configured_device,
         "lastLatencyMs": None if latency is None else round(latency, 1),
         "error": server.load_error,
         "sparsity": server.sparsity.status(),

@@ -1,16 +1,22 @@
-"""The one thread that owns the model.
+"""The thread that owns the model, and the thread that loads the next one.
 
-Loading, sparsity changes and generation all run here, one job at a time and
-in order, so the event loop never blocks on the model and a completion
-submitted after a load (or a sparsity change) sees the model it produced. The
-engine is imported lazily, in this thread: the server answers ``initialize``
-before torch is even imported.
+Sparsity changes and generation run in the worker thread, one job at a time
+and in order, so the event loop never blocks on the model and a completion
+submitted after a swap (or a sparsity change) sees the model it produced.
+Loads run in a loader thread of their own, so a change of model keeps the old
+one answering until the new one is ready; the new one is then swapped in by a
+job of the worker thread. The engine is imported lazily, off the event loop:
+the server answers ``initialize`` before torch is even imported.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
@@ -24,16 +30,34 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, "int | None"], None]
 
+# Test hook: the path of a file. A load that replaces a serving model, once it has read its
+# weights, waits until the file exists (at most TEST_GATE_MAX_S), or until a newer load supersedes
+# it, so that tests can hold a reload in progress without timing windows. Unset: no wait.
+TEST_LOAD_GATE_ENV = "TEALTAB_TEST_LOAD_GATE"
+TEST_GATE_MAX_S = 120.0
+
 
 class ModelLoadFailed(Exception):
     """The configured model could not be loaded; the message says why."""
 
 
 class ModelWorker:
-    """A single worker thread holding the loaded backend."""
+    """The worker thread holding the serving backend, and a loader thread for the next one.
+
+    Memory: while a new model loads, the old one keeps serving, so both are
+    resident until the swap (and a load superseded after reading its weights
+    holds its memory until it is dropped). Only one load runs at a time, so
+    there are never more than two models. After the swap the old backend is
+    released: the worker drops its reference, runs ``gc.collect()`` and, when
+    torch is imported and CUDA is available, ``torch.cuda.empty_cache()``, so
+    that the allocator hands the memory back.
+    """
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tealtab-model")
+        # One load at a time: a newer load waits for an older one to finish or give up,
+        # which keeps at most two models (the serving one and the next) in memory.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tealtab-load")
         self._lock = threading.Lock()
         self._latest_load = 0
         # Written only in the worker thread.
@@ -41,22 +65,25 @@ class ModelWorker:
         self.model: str | None = None
 
     def load(self, settings: Settings, progress: ProgressCallback | None = None) -> Future:
-        """Queue a load of the model ``settings`` name; the future gives the model name.
+        """Load the model ``settings`` name in the loader thread, then swap it in; the future gives its name.
 
-        A load that is still queued when a newer one arrives is skipped (its
-        future gives None). Failure raises :class:`ModelLoadFailed`.
+        The backend loaded so far keeps serving completions and sparsity changes
+        until the swap, which runs as a job of the worker thread. A load
+        superseded by a newer one, before it starts or once it has read its
+        weights, is dropped (its future gives None). Failure raises
+        :class:`ModelLoadFailed` and leaves the serving backend in place.
         """
         with self._lock:
             self._latest_load += 1
             number = self._latest_load
-        return self._executor.submit(self._load, number, settings, progress)
+        return self._loader.submit(self._load, number, settings, progress)
 
     def complete(self, request: CompletionRequest) -> Future:
         """Queue a completion; the future gives a CompletionOutcome, or None without a model."""
         return self._executor.submit(self._complete, request)
 
     def apply_sparsity(self, requested: float | str) -> Future:
-        """Queue an application of the ``sparsity`` setting to the loaded model.
+        """Queue an application of the ``sparsity`` setting to the serving model.
 
         The future gives a :class:`~tealtab.lsp.sparsity_control.SparsityState`
         (None without a model): the level in effect, the calibrated levels, and
@@ -65,36 +92,82 @@ class ModelWorker:
         return self._executor.submit(self._apply_sparsity, requested)
 
     def shutdown(self) -> None:
-        """Drop queued jobs; a running generation finishes in the background."""
+        """Drop queued jobs; a running generation or load finishes in the background."""
+        with self._lock:
+            self._latest_load += 1  # a load in progress is dropped, not swapped in
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    def _superseded(self, number: int) -> bool:
+        with self._lock:
+            return number != self._latest_load
 
     def _load(self, number: int, settings: Settings, progress: ProgressCallback | None) -> str | None:
-        with self._lock:
-            if number != self._latest_load:
-                return None
-        # Free the old model before the new one takes its memory.
-        self.backend = None
-        self.model = None
+        """In the loader thread: load, then wait for the swap job of the worker thread."""
+        if self._superseded(number):
+            return None
+        model = settings.model or "the default model"
         try:
             from tealtab.engine import loading
 
             model = settings.model or loading.default_model(settings.device)
-            logger.info("loading model %s on %s", model, settings.device)
+            logger.info("loading model %s on %s (quantization %s)", model, settings.device, settings.quantization)
             # Dense: the sparsity setting is applied afterwards (apply_sparsity), never by a reload.
             backend = loading.load_backend(model, settings.device, progress=progress,
                                            quantization=settings.quantization)
         except Exception as exc:  # ModelLoadError, and anything the engine did not foresee
-            model = settings.model or "the default model"
+            if self._superseded(number):
+                logger.info("a superseded load of %s failed: %s", model, exc)
+                return None
             logger.error("could not load %s: %s", model, exc, exc_info=not _is_load_error(exc))
             raise ModelLoadFailed(f"tealtab could not load {model}: {exc}") from exc
-        self.backend = backend
-        self.model = model
         from tealtab.completion.alignment import defer_vocabulary_index
 
         defer_vocabulary_index(backend)
+        if self.backend is not None:
+            self._test_gate(number, model)
+        if self._superseded(number):
+            logger.info("dropping %s: a newer load superseded it", model)
+            del backend
+            release_memory()
+            return None
+        # Handed over in a list that the swap empties: neither this frame nor the job's
+        # arguments keep a reference, so a swap that drops it frees it.
+        handover = [backend]
+        del backend
+        try:
+            swap = self._executor.submit(self._swap, number, handover, model)
+        except RuntimeError:  # the worker was shut down: nothing to serve with it
+            return None
+        return swap.result()
+
+    def _swap(self, number: int, handover: list, model: str) -> str | None:
+        """In the worker thread: serve the loaded backend from the next job on, and release the old one."""
+        backend = handover.pop()
+        if self._superseded(number):
+            logger.info("dropping %s: a newer load superseded it", model)
+            del backend
+            release_memory()
+            return None
+        old, old_model = self.backend, self.model
+        self.backend, self.model = backend, model
         logger.info("model %s loaded (%s, family %s)", model, getattr(backend, "name", "?"),
                     getattr(backend, "family", "?"))
+        if old is not None:
+            del old  # the last reference the server holds: the memory goes with it
+            release_memory()
+            logger.info("released %s", old_model)
         return model
+
+    def _test_gate(self, number: int, model: str) -> None:
+        """Tests only: hold a reload until the ``TEALTAB_TEST_LOAD_GATE`` file exists or a newer load arrives."""
+        gate = os.environ.get(TEST_LOAD_GATE_ENV)
+        if not gate:
+            return
+        logger.info("test gate: holding the load of %s until %s exists", model, gate)
+        deadline = time.monotonic() + TEST_GATE_MAX_S
+        while not os.path.exists(gate) and not self._superseded(number) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _apply_sparsity(self, requested: float | str):
         backend = self.backend
@@ -110,7 +183,16 @@ class ModelWorker:
             return None
         from tealtab.completion.pipeline import complete
 
+        logger.debug("[%s] completing with %s", request.request_id, self.model)
         return complete(backend, request)
+
+
+def release_memory() -> None:
+    """Collect dropped models now, and return CUDA's cached blocks (only if torch is already imported)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _is_load_error(exc: BaseException) -> bool:

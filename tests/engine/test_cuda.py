@@ -144,3 +144,20 @@ def test_sparse_graph_decoding_equals_cpu_sparse_decoding(tiny_model_dir, small_
         a = cpu.generate(GenerationRequest(prompt_ids=ids, n=n, max_new_tokens=12, temperature=0))
         b = gpu.generate(GenerationRequest(prompt_ids=ids, n=n, max_new_tokens=12, temperature=0))
         assert a.candidates[0].token_ids == b.candidates[0].token_ids
+
+
+@pytest.mark.parametrize("fmt", ["int8", "nf4"])
+def test_quantized_graph_decoding_equals_eager_and_stays_quantized(tiny_model_dir, tmp_path, monkeypatch, fmt):
+    from tealtab.engine.quant_linear import QuantLinear
+
+    monkeypatch.setenv("TEALTAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TEALTAB_CUDA_GRAPHS", "0")
+    eager = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32", quantization=fmt)
+    monkeypatch.setenv("TEALTAB_CUDA_GRAPHS", "1")
+    graphed = LocalBackend.from_dir(tiny_model_dir, "tiny", device="cuda", dtype="float32", quantization=fmt)
+    assert all(lin.kind == "cuda" for lin in graphed.model.modules() if isinstance(lin, QuantLinear))
+    assert graphed.model.embed is None
+    ids = [eager.bos_id] + eager.tokenize("def main(argv):\n    parser = argparse.ArgumentParser()\n" * 2)
+    request = GenerationRequest(prompt_ids=ids, n=3, max_new_tokens=12, temperature=0.8, seed=1)
+    a, b = eager.generate(request), graphed.generate(request)
+    assert [c.token_ids for c in a.candidates] == [c.token_ids for c in b.candidates]

@@ -102,9 +102,10 @@ def test_cuda_request_without_gpu_is_a_load_error():
     assert resolve_device("auto") == "cpu"
 
 
-@pytest.mark.parametrize("options", [{"quantization": "nf4"}, {"sparsity": 0.5}])
-def test_unavailable_quantization_and_sparsity_are_clear_load_errors(tiny_model_dir, options):
-    with pytest.raises(ModelLoadError, match="not available"):
+@pytest.mark.parametrize("options, message", [({"quantization": "fp8"}, "unknown quantization"),
+                                              ({"sparsity": 0.5}, "not available")])
+def test_unavailable_quantization_and_sparsity_are_clear_load_errors(tiny_model_dir, options, message):
+    with pytest.raises(ModelLoadError, match=message):
         load_backend(str(tiny_model_dir), device="cpu", **options)
 
 

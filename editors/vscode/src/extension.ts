@@ -105,7 +105,7 @@ class Controller implements vscode.Disposable {
     const key = loadKey(settings);
     if (key !== this.lastLoadKey) {
       this.lastLoadKey = key;
-      this.output.info(`model settings changed: ${key}; the server reloads`);
+      this.output.info(`model settings changed: ${key}; the server reloads (the current model answers meanwhile)`);
     }
     void this.client.sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: settings } });
     this.status.refreshSoon();

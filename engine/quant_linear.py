@@ -1,0 +1,231 @@
+"""Linear layers that hold only quantized weights (int8 or NF4, engine/quantization.py).
+
+Decode steps (1..8 rows) multiply by the quantized bytes directly, dense or
+TEAL-sparse (thresholds per fused part, as sparse_linear.py's):
+- CPU: engine/cpu_quant.c. A block's matrices are kept input-major (one input
+  channel's codes contiguous, so a channel TEAL zeroes is skipped whole); the
+  LM head, always dense and 262144 rows on the built-in model, in output
+  blocks (accumulators stay in registers over the whole input), and its rows
+  serve the tied embedding's lookup.
+- CUDA: kernels/quant_gemv.py (Triton) over W^T layouts, thresholds on the
+  device (updated in place, so captured CUDA graphs need no recapture).
+- elsewhere (no C compiler, TEALTAB_CPU_KERNEL=0): bitsandbytes' own
+  dequantization, then a matmul (the reference).
+Longer inputs (prefill) dequantize the matrix into a transient fp32 (CUDA:
+the activation dtype) W^T and run the GEMM; no full-precision copy stays.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from tealtab.engine import cpu_quant, cpu_sparse
+from tealtab.engine.linear import current_phase
+from tealtab.engine.quantization import QuantizedWeight
+from tealtab.kernels import quant_gemv as qg
+from tealtab.kernels.sparse_gemv import build_tile_thresholds
+
+MAX_ROWS = 8
+# The LM head's prefill-shaped products (perplexity over a whole text) dequantize this
+# many rows of it at a time: 32768 x 640 fp32 is 84 MB, not the whole head's 671 MB.
+HEAD_SLICE = 32768
+
+
+def _tensor(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t, requires_grad=False)
+
+
+class QuantLinear(nn.Module):
+    """y = x W^T (+ b) with W kept as int8 or NF4 codes and their scales.
+
+    ``head``: the LM head layout (dense only; ``rows`` is the embedding lookup).
+    """
+
+    def __init__(self, q: QuantizedWeight, bias: torch.Tensor | None = None, head: bool = False,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.fmt = q.fmt
+        self.head = head
+        self._out, self._in = q.out_features, q.in_features
+        self.bias = None if bias is None else _tensor(bias.float().to(device))
+        self.kind = "torch"
+        dev = torch.device(device)
+        if dev.type == "cpu" and cpu_quant.usable() and (q.fmt == "int8" or not head):
+            self.kind = "cpu"
+        elif dev.type == "cuda" and qg.triton is not None:
+            self.kind = "cuda"
+        self._layout = None
+        if self.kind == "cuda":
+            # W^T layouts read by kernels/quant_gemv.py; the parameters hold the same tensors.
+            if q.fmt == "int8":
+                self._layout = qg.int8_layout(q.codes.to(dev), q.scales.to(dev))
+                self.codes, self.scales = _tensor(self._layout.codes_t), _tensor(self._layout.scb)
+            else:
+                self._layout = qg.nf4_layout(q.codes.to(dev), q.scales.to(dev), q.table.to(dev),
+                                             (self._out, self._in))
+                self.codes, self.scales = _tensor(self._layout.codes_t), _tensor(self._layout.scales_t)
+        elif self.kind == "cpu":
+            if head:
+                codes, scale = cpu_quant.int8_blocks(q.codes, q.scales)
+                self.codes, self.scales = _tensor(codes), _tensor(scale)
+            elif q.fmt == "int8":
+                codes, scale = cpu_quant.int8_input_major(q.codes, q.scales)
+                self.codes, self.scales = _tensor(codes), _tensor(scale)
+            else:
+                codes, scales = cpu_quant.nf4_input_major(q.codes, q.scales, q.table, self._out, self._in)
+                self.codes, self.scales = _tensor(codes), _tensor(scales)
+        else:
+            self.codes, self.scales = _tensor(q.codes.to(device)), _tensor(q.scales.to(device))
+        self.table = None if q.table is None else _tensor(q.table.float().to(device))
+        self.sizes: tuple[int, ...] = (self._out,)
+        self.thresholds: tuple[float, ...] = (0.0,)
+        self._dense_segs = self._segs = None
+        if self.kind == "cpu" and not head:
+            self._dense_segs = self._segs = cpu_sparse.make_segments(0.0, self._out)
+        if self.kind == "cuda":
+            # The decode table is updated in place (captured CUDA graphs read it); prefill-shaped
+            # calls of at most 8 rows use the dense one.
+            self._dense_table = build_tile_thresholds(0.0, self._out, device=dev)
+            self._table = build_tile_thresholds(0.0, self._out, device=dev)
+
+    # ------------------------------------------------------------------ the interface of every linear
+
+    @property
+    def out_features(self) -> int:
+        return self._out
+
+    @property
+    def in_features(self) -> int:
+        return self._in
+
+    @property
+    def sparse(self) -> bool:
+        """Whether a threshold above 0 is installed (TEAL)."""
+        return any(t > 0 for t in self.thresholds)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of codes, scales and table held."""
+        return sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.table) if t is not None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized [out, in] weight (a transient fp32 tensor: calibration, tests)."""
+        return self.dequantize_t().t()
+
+    def quantized(self) -> QuantizedWeight:
+        """This matrix in bitsandbytes' format (as the ``torch`` kind stores it)."""
+        if self.kind != "torch":
+            raise ValueError("the kernel layouts are not kept in bitsandbytes' format; read it from the cache")
+        return QuantizedWeight(self.fmt, self._out, self._in, self.codes.data, self.scales.data,
+                               None if self.table is None else self.table.data)
+
+    def dequantize_t(self) -> torch.Tensor:
+        """W^T fp32 [in, out], contiguous."""
+        if self.kind == "cpu":
+            if self.head:
+                return cpu_quant.int8_block_gather(self.codes, self.scales, torch.arange(self._out), self._out).t()
+            if self.fmt == "int8":
+                return cpu_quant.int8_dequantize_t(self.codes, self.scales, self._out)
+            return cpu_quant.nf4_dequantize_t(self.codes, self.scales, self.table, self._out)
+        if self.kind == "cuda":
+            return qg.dequantize_t(self._layout)
+        q = QuantizedWeight(self.fmt, self._out, self._in, self.codes.data.cpu(), self.scales.data.cpu(),
+                            None if self.table is None else self.table.data.cpu())
+        return q.dequantize().to(self.codes.device).t().contiguous()
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the dequantized weight, fp32 [len(ids), in] (the tied embedding's lookup)."""
+        if self.kind == "cpu" and self.head:
+            return cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out)
+        if self.fmt == "int8" and self.kind == "torch":
+            return self.codes.index_select(0, ids).float() * (self.scales.index_select(0, ids) / 127.0)[:, None]
+        if self.fmt == "int8" and self.kind == "cuda":
+            return (self.codes.index_select(1, ids).float() * (self.scales.index_select(0, ids) / 127.0)).t()
+        return self.dequantize_t().t().index_select(0, ids)
+
+    def segments(self) -> list[tuple[int, int, float]]:
+        """(out_start, out_end, threshold) per fused part."""
+        out, start = [], 0
+        for size, t in zip(self.sizes, self.thresholds):
+            out.append((start, start + size, t))
+            start += size
+        return out
+
+    def set_thresholds(self, thresholds: Sequence[float] | None, sizes: Sequence[int] | None = None) -> None:
+        """TEAL thresholds, one per part of ``sizes`` (None: dense again). The LM head stays dense."""
+        if self.head and thresholds is not None and any(t > 0 for t in thresholds):
+            raise ValueError("the quantized LM head is dense")
+        if sizes is not None:
+            if sum(sizes) != self._out:
+                raise ValueError(f"part sizes {list(sizes)} do not add up to {self._out} outputs")
+            self.sizes = tuple(int(s) for s in sizes)
+        if thresholds is None:
+            thresholds = [0.0] * len(self.sizes)
+        if len(thresholds) != len(self.sizes):
+            raise ValueError(f"{len(self.sizes)} thresholds expected, got {len(thresholds)}")
+        self.thresholds = tuple(float(t) for t in thresholds)
+        if self.kind == "cpu" and not self.head:
+            aligned = all(s % cpu_sparse.BLOCK == 0 for s in self.sizes[:-1])
+            self._segs = cpu_sparse.make_segments(self.segments(), self._out) if aligned else None
+        elif self.kind == "cuda" and not self.head:
+            bounds = tuple((start, end) for start, end, _ in self.segments())
+            if self._table.bounds == bounds:
+                self._table.update(self.thresholds)  # in place: captured graphs see it
+            else:  # new part sizes: only on the first sparse level, where the engine recaptures
+                self._table = build_tile_thresholds(self.segments(), self._out, device=self.codes.device)
+
+    # ------------------------------------------------------------------ products
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        mode = current_phase()
+        sparse = mode != "prefill" and self.sparse
+        if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head):
+            x2 = x.reshape(rows, -1)
+            if self.head:
+                y = cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out)
+            else:
+                segs = self._segs if sparse else self._dense_segs
+                if self.fmt == "int8":
+                    y = cpu_quant.int8_rows(x2, self.codes, self.scales, self._out, segs)
+                else:
+                    y = cpu_quant.nf4_rows(x2, self.codes, self.scales, self.table, self._out, segs)
+            y = y.view(*x.shape[:-1], self._out)
+        elif self.kind == "cuda" and rows <= MAX_ROWS:
+            y = qg.quant_gemv(x, self._layout, self._table if sparse else self._dense_table)
+        else:
+            y = self._matmul(x, sparse and (mode == "all" or rows <= MAX_ROWS))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.to(x.dtype)
+
+    def _matmul(self, x: torch.Tensor, sparse: bool) -> torch.Tensor:
+        """Many rows: dequantize W^T (by slices for the head) and multiply; masked per part if ``sparse``."""
+        dtype = torch.float32 if x.device.type == "cpu" else x.dtype
+        xf = x.to(dtype)
+        if self.head and self.kind == "cpu":
+            parts = []
+            for start in range(0, self._out, HEAD_SLICE):
+                ids = torch.arange(start, min(start + HEAD_SLICE, self._out))
+                parts.append(xf @ self.rows(ids).t())
+            return torch.cat(parts, dim=-1)
+        w_t = self.dequantize_t().to(dtype)
+        if not sparse:
+            return xf @ w_t
+        parts = []
+        for start, end, t in self.segments():
+            xm = torch.where(xf.abs() > t, xf, 0.0) if t > 0 else xf
+            parts.append(xm @ w_t[:, start:end])
+        return torch.cat(parts, dim=-1)
+
+
+def quantized_bytes(model: nn.Module) -> int:
+    """Bytes of quantized weights held by ``model``'s quantized linears."""
+    return sum(m.nbytes for m in model.modules() if isinstance(m, QuantLinear))
+
+
+__all__ = ["HEAD_SLICE", "QuantLinear", "quantized_bytes"]
