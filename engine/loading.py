@@ -228,6 +228,12 @@ class CheckpointWeights(Mapping):
         # (a norm) would keep every page of the file read so far resident.
         return self._handles[i].get_tensor(key).clone()
 
+    def transient(self, name: str) -> torch.Tensor:
+        """The tensor ``name`` without a copy: only for one that is dropped right after use
+        (quantizing a matrix); it may view the file's memory map."""
+        i, key = self._where[name]
+        return self._handles[i].get_tensor(key)
+
     def __iter__(self):
         return iter(self._where)
 

@@ -40,8 +40,10 @@ def quantize_checkpoint(cfg: ModelConfig, weights: Mapping, fmt: str,
     """Every linear of the checkpoint in ``fmt`` (quantization.plan decides per matrix), with its bias."""
     sources = checkpoint_linears(cfg, weights)
     out: dict[str, QuantizedWeight] = {}
+    # Each matrix is read without a copy where the checkpoint allows: it is dropped once quantized.
+    read = getattr(weights, "transient", weights.__getitem__)
     for n, (name, (weight_keys, bias_keys)) in enumerate(sources.items()):
-        weight = concat(weights, weight_keys)
+        weight = concat({k: read(k) for k in weight_keys}, weight_keys)
         q = quantization.quantize(weight, quantization.plan(fmt, name, weight.shape[1]))
         if bias_keys:
             q.bias = concat(weights, bias_keys).float().contiguous()

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("none", "int8", "nf4")
 NF4_BLOCKSIZE = 64
+# quantize() takes a matrix this many elements (64 MB of fp32) at a time.
+_SLICE_ELEMENTS = 1 << 24
 # Bumped whenever the cached format changes, so older caches are quantized again.
 VERSION = 1
 
@@ -99,21 +101,32 @@ class QuantizedWeight:
 def quantize(weight: torch.Tensor, fmt: str) -> QuantizedWeight:
     """``weight`` [out, in] in ``fmt`` ("int8" or "nf4"), with bitsandbytes' functions.
 
-    NF4 needs ``in`` a multiple of 64 (its blocks stay within a row); raises ValueError otherwise.
+    Both formats scale within a row (NF4's blocks of 64 never cross one), so the
+    rows are quantized a slice at a time, with the same codes as the whole matrix
+    at once and a fraction of its fp32 temporaries (the built-in model's LM head
+    alone is 671 MB in fp32). NF4 needs ``in`` a multiple of 64; raises ValueError otherwise.
     """
     bnb_f = _functional()
     out_features, in_features = weight.shape
-    w = weight.detach().float().contiguous()
-    if fmt == "int8":
-        codes, scales, _ = bnb_f.int8_vectorwise_quant(w)
-        return QuantizedWeight("int8", out_features, in_features, codes.contiguous(), scales.float().contiguous())
-    if fmt == "nf4":
-        if in_features % NF4_BLOCKSIZE:
-            raise ValueError(f"NF4 needs input sizes that are multiples of {NF4_BLOCKSIZE}, got {in_features}")
-        codes, state = bnb_f.quantize_4bit(w, blocksize=NF4_BLOCKSIZE, quant_type="nf4")
-        return QuantizedWeight("nf4", out_features, in_features, codes.view(-1).contiguous(),
-                               state.absmax.float().contiguous(), state.code.float().contiguous())
-    raise ValueError(f"unknown quantization {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt not in ("int8", "nf4"):
+        raise ValueError(f"unknown quantization {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "nf4" and in_features % NF4_BLOCKSIZE:
+        raise ValueError(f"NF4 needs input sizes that are multiples of {NF4_BLOCKSIZE}, got {in_features}")
+    step = max(1, _SLICE_ELEMENTS // max(in_features, 1))
+    codes, scales, table = [], [], None
+    for start in range(0, out_features, step):
+        w = weight[start:start + step].detach().float().contiguous()
+        if fmt == "int8":
+            cb, scb, _ = bnb_f.int8_vectorwise_quant(w)
+            codes.append(cb)
+            scales.append(scb.float())
+        else:
+            packed, state = bnb_f.quantize_4bit(w, blocksize=NF4_BLOCKSIZE, quant_type="nf4")
+            codes.append(packed.view(-1))
+            scales.append(state.absmax.float())
+            table = state.code.float().contiguous()
+        del w
+    return QuantizedWeight(fmt, out_features, in_features, torch.cat(codes), torch.cat(scales), table)
 
 
 def plan(fmt: str, name: str, in_features: int) -> str:
