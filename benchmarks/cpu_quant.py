@@ -35,9 +35,8 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from report import write_report
+from report import cpu_name, write_report
 
 import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
@@ -51,17 +50,6 @@ ROWS = (1, 2, 4, 8)
 HEAD_ROWS = (1, 8)
 SPARSITY = (0.0, 0.5)
 FORMATS = ("bf16", "int8", "nf4")
-
-
-def cpu_name() -> str:
-    """The CPU's model name where Linux lists it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def quantize(w: torch.Tensor) -> dict:

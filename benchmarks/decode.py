@@ -52,7 +52,7 @@ if "--peers-once" not in sys.argv:  # tealtab's processes run with the server's 
 
     return_freed_memory()
 
-from report import write_report  # noqa: E402
+from report import cpu_name, write_report  # noqa: E402
 
 import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
@@ -404,20 +404,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bifurcated_over_n1']:>8.2f}{r['replicated_over_n1']:>8.2f}"
               f"{r['kv_bytes_bifurcated'] / 1e6:>11.1f}{r['kv_bytes_replicated'] / 1e6:>11.1f}")
     report = {"benchmark": "decode_cpu", "date": datetime.date.today().isoformat(),
-              "machine": f"{platform.machine()} {os.cpu_count()} cores, {_cpu_model()}", "torch": torch.__version__,
+              "machine": f"{platform.machine()} {os.cpu_count()} cores, {cpu_name()}", "torch": torch.__version__,
               "model": "builtin:gemma-3-270m", "tokens_per_second": speed, "memory": memory, "step_times": rows,
               "command": "python benchmarks/decode.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     write_report(report, args.out, "decode-cpu")
     if args.plot:
         plot(speed, memory, args.plot)
     return 0
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

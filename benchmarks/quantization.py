@@ -24,32 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-from report import write_report
-from sparsity import cpu_name, programs
+from report import cpu_name, write_report
+from sparsity import first_lines, programs
 
 import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
 
-from tealtab.completion.backend import GenerationRequest
 from tealtab.engine import calibration as cal_mod
 from tealtab.engine.calibration import find_calibration
 from tealtab.engine.loading import load_backend
 from tealtab.engine.quant_linear import quantized_bytes
 from tealtab.engine.sparsity import requested_level
-
-
-@torch.inference_mode()
-def first_lines(backend, prompts: list[str], new_tokens: int = 24) -> list[str]:
-    """The greedy first non-empty line after each prompt."""
-    out = []
-    for text in prompts:
-        ids = [backend.bos_id] + backend.tokenize(text)
-        backend.reset_cache()
-        res = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=new_tokens, temperature=0))
-        lines = [ln for ln in backend.detokenize(res.candidates[0].token_ids).split("\n") if ln.strip()] \
-            if res.candidates else []
-        out.append(lines[0] if lines else "")
-    return out
 
 
 def weight_bytes(backend) -> int:
@@ -105,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             if spec == "none":
                 base[language] = row[f"{language}_perplexity"]
             row[f"{language}_rise"] = row[f"{language}_perplexity"] / base[language] - 1
-        lines = first_lines(backend, prompts)
+        lines = first_lines(backend, cal, level, prompts)  # at the setting's level, then dense again
         if reference_lines is None:
             reference_lines = lines
         row["agreement"] = sum(a == b for a, b in zip(reference_lines, lines)) / max(len(prompts), 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -15,3 +16,14 @@ def write_report(report: dict, out: str | Path | None, stem: str) -> Path:
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {path}")
     return path
+
+
+def cpu_name() -> str:
+    """The CPU's model name where Linux lists it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

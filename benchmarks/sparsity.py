@@ -36,12 +36,11 @@ import datetime
 import gzip
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-from report import RESULTS, write_report
+from report import RESULTS, cpu_name, write_report
 
 import tealtab.engine  # noqa: F401  (first: its OpenMP setting must precede torch)
 import torch
@@ -65,17 +64,6 @@ def real_prompt(backend, length: int) -> list[int]:
         if len(ids) >= length + 64:
             break
     return ids[:length + 64]
-
-
-def cpu_name() -> str:
-    """The CPU's model name where Linux lists it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed_ms(fn) -> float:
