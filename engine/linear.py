@@ -128,6 +128,15 @@ class CpuRowsLinear(DenseLinear):
         return dense_linear(x, self.weight, self.bias)
 
 
+def part_segments(sizes, thresholds) -> list[tuple[int, int, float]]:
+    """(out_start, out_end, threshold) of each fused part (q|k|v, gate|up) of a matrix."""
+    out, start = [], 0
+    for size, t in zip(sizes, thresholds):
+        out.append((start, start + size, t))
+        start += size
+    return out
+
+
 def named_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
     """(parent, attribute, linear) for every swappable linear of a Transformer: the
     four of each block, then the LM head."""

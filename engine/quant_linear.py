@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tealtab.engine import cpu_quant, cpu_sparse
-from tealtab.engine.linear import current_phase
+from tealtab.engine.linear import current_phase, part_segments
 from tealtab.engine.quantization import QuantizedWeight
 from tealtab.kernels import quant_gemv as qg
 from tealtab.kernels.sparse_gemv import build_tile_thresholds
@@ -82,6 +82,7 @@ class QuantLinear(nn.Module):
         self.table = None if q.table is None else _tensor(q.table.float().to(device))
         self.sizes: tuple[int, ...] = (self._out,)
         self.thresholds: tuple[float, ...] = (0.0,)
+        self.sparse = False  # a threshold above 0 is installed (TEAL); kept by set_thresholds
         self._dense_segs = self._segs = None
         if self.kind == "cpu" and not head:
             self._dense_segs = self._segs = cpu_sparse.make_segments(0.0, self._out)
@@ -102,11 +103,6 @@ class QuantLinear(nn.Module):
         return self._in
 
     @property
-    def sparse(self) -> bool:
-        """Whether a threshold above 0 is installed (TEAL)."""
-        return any(t > 0 for t in self.thresholds)
-
-    @property
     def nbytes(self) -> int:
         """Bytes of codes, scales and table held."""
         return sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.table) if t is not None)
@@ -115,13 +111,6 @@ class QuantLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dequantized [out, in] weight (a transient fp32 tensor: calibration, tests)."""
         return self.dequantize_t().t()
-
-    def quantized(self) -> QuantizedWeight:
-        """This matrix in bitsandbytes' format (as the ``torch`` kind stores it)."""
-        if self.kind != "torch":
-            raise ValueError("the kernel layouts are not kept in bitsandbytes' format; read it from the cache")
-        return QuantizedWeight(self.fmt, self._out, self._in, self.codes.data, self.scales.data,
-                               None if self.table is None else self.table.data)
 
     def dequantize_t(self) -> torch.Tensor:
         """W^T fp32 [in, out], contiguous."""
@@ -149,11 +138,7 @@ class QuantLinear(nn.Module):
 
     def segments(self) -> list[tuple[int, int, float]]:
         """(out_start, out_end, threshold) per fused part."""
-        out, start = [], 0
-        for size, t in zip(self.sizes, self.thresholds):
-            out.append((start, start + size, t))
-            start += size
-        return out
+        return part_segments(self.sizes, self.thresholds)
 
     def set_thresholds(self, thresholds: Sequence[float] | None, sizes: Sequence[int] | None = None) -> None:
         """TEAL thresholds, one per part of ``sizes`` (None: dense again). The LM head stays dense."""
@@ -168,6 +153,7 @@ class QuantLinear(nn.Module):
         if len(thresholds) != len(self.sizes):
             raise ValueError(f"{len(self.sizes)} thresholds expected, got {len(thresholds)}")
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.sparse = any(t > 0 for t in self.thresholds)
         if self.kind == "cpu" and not self.head:
             aligned = all(s % cpu_sparse.BLOCK == 0 for s in self.sizes[:-1])
             self._segs = cpu_sparse.make_segments(self.segments(), self._out) if aligned else None

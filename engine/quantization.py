@@ -83,11 +83,6 @@ class QuantizedWeight:
     table: torch.Tensor | None = None
     bias: torch.Tensor | None = None  # kept at full precision
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held (codes and scales)."""
-        return self.codes.numel() * self.codes.element_size() + self.scales.numel() * self.scales.element_size()
-
     def dequantize(self) -> torch.Tensor:
         """W fp32 [out, in] through bitsandbytes' own dequantization (the reference)."""
         if self.fmt == "int8":

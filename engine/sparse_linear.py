@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tealtab.engine import cpu_rows, cpu_sparse
-from tealtab.engine.linear import DenseLinear, current_phase, dense_linear
+from tealtab.engine.linear import DenseLinear, current_phase, dense_linear, part_segments
 from tealtab.kernels.sparse_gemv import MAX_ROWS, build_tile_thresholds, sparse_gemv_reference
 
 
@@ -89,11 +89,7 @@ class SparseLinear(nn.Module):
 
     def segments(self) -> list[tuple[int, int, float]]:
         """(out_start, out_end, threshold) per part."""
-        out, start = [], 0
-        for size, t in zip(self.sizes, self.thresholds):
-            out.append((start, start + size, t))
-            start += size
-        return out
+        return part_segments(self.sizes, self.thresholds)
 
     def set_thresholds(self, thresholds: Sequence[float]) -> None:
         """New thresholds, one per part (in place on CUDA: captured graphs see them)."""

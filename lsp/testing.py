@@ -214,6 +214,21 @@ def apply_completion(text: str, item: types.InlineCompletionItem) -> str:
     return text[: offset(item.range.start)] + item.insert_text + text[offset(item.range.end) :]
 
 
+def python_completions(text: str, items) -> list[str]:
+    """``text`` completed by each of ``items``, keeping those that parse as Python."""
+    import ast
+
+    completed = []
+    for item in items:
+        candidate = apply_completion(text, item)
+        try:
+            ast.parse(candidate)
+        except SyntaxError:
+            continue
+        completed.append(candidate)
+    return completed
+
+
 def client_capabilities(position_encodings: list[str] | None = None) -> types.ClientCapabilities:
     """What an editor with inline completion and progress support announces."""
     return types.ClientCapabilities(

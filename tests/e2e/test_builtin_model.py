@@ -1,13 +1,12 @@
 """End to end with the real built-in model (converted and cached on first use)."""
 
-import ast
 import subprocess
 import sys
 
 import pytest
 from lsprotocol import types
 
-from tealtab.lsp.testing import apply_completion, start_server
+from tealtab.lsp.testing import python_completions, start_server
 
 pytestmark = pytest.mark.builtin
 
@@ -38,16 +37,10 @@ async def test_inline_completion_completes_the_function(tmp_path):
         result = await session.inline(URI, CURSOR.line, CURSOR.character, timeout=300)
         assert isinstance(result, types.InlineCompletionList)
         assert result.items, session.log_text()[-5000:]
-        completed = []
         for item in result.items:
             assert item.insert_text.strip()
             assert item.range.start.line == CURSOR.line
-            text = apply_completion(SOURCE, item)
-            try:
-                ast.parse(text)
-            except SyntaxError:
-                continue
-            completed.append(text)
+        completed = python_completions(SOURCE, result.items)
         assert completed, [item.insert_text for item in result.items]
         assert all("print(fibonacci(10))" in text for text in completed)
 

@@ -5,12 +5,10 @@ and caches the result beside it; the completions come from the quantized
 kernels (int8, then NF4 after a settings change).
 """
 
-import ast
-
 import pytest
 from lsprotocol import types
 
-from tealtab.lsp.testing import apply_completion, start_server
+from tealtab.lsp.testing import python_completions, start_server
 
 pytestmark = pytest.mark.builtin
 
@@ -28,19 +26,6 @@ OPTIONS = {"model": "builtin:gemma-3-270m", "device": "cpu", "candidates": 3, "m
 LOAD_TIMEOUT_S = 600
 
 
-def completed_files(items):
-    """The completed files that parse as Python."""
-    out = []
-    for item in items:
-        text = apply_completion(SOURCE, item)
-        try:
-            ast.parse(text)
-        except SyntaxError:
-            continue
-        out.append(text)
-    return out
-
-
 async def test_quantized_builtin_model_completes_code_and_switches_format(tmp_path):
     async with start_server({**OPTIONS, "quantization": "int8"}, log_file=tmp_path / "server.log",
                             log_level="info") as session:
@@ -49,7 +34,7 @@ async def test_quantized_builtin_model_completes_code_and_switches_format(tmp_pa
         session.open(URI, SOURCE)
         result = await session.inline(URI, CURSOR.line, CURSOR.character, timeout=300)
         assert result.items, session.log_text()[-5000:]
-        completed = completed_files(result.items)
+        completed = python_completions(SOURCE, result.items)
         assert completed, [item.insert_text for item in result.items]
         assert all("print(add(1, 2))" in text for text in completed)
 

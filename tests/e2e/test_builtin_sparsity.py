@@ -5,13 +5,12 @@ its own from `tealtab calibrate`), so nothing is calibrated here: changing the
 setting only installs thresholds in the loaded model.
 """
 
-import ast
 from types import SimpleNamespace
 
 import pytest
 from lsprotocol import types
 
-from tealtab.lsp.testing import apply_completion, start_server
+from tealtab.lsp.testing import python_completions, start_server
 
 pytestmark = pytest.mark.builtin
 
@@ -52,16 +51,8 @@ def calibration():
 
 def parsed_completions(items):
     """The completed files that parse as Python."""
-    completed = []
-    for item in items:
-        assert item.range.start.line == CURSOR.line
-        text = apply_completion(SOURCE, item)
-        try:
-            ast.parse(text)
-        except SyntaxError:
-            continue
-        completed.append(text)
-    return completed
+    assert all(item.range.start.line == CURSOR.line for item in items)
+    return python_completions(SOURCE, items)
 
 
 async def test_sparsity_changes_while_serving(calibration, tmp_path):
