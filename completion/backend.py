@@ -71,6 +71,13 @@ class GenerationRequest:
     stop_token_ids: frozenset[int] = frozenset()
     # Restricts the first tokens of every candidate (token alignment); None = free.
     constraint: Constraint | None = None
+    # Candidates branch on their first distinct token: candidate i starts from the
+    # i-th most likely one whose text differs (spaces aside), then decodes at
+    # ``temperature`` (the first greedily). False: the others sample from the start.
+    branch: bool = True
+    # Decode steps the other candidates may run after the greedy one finished
+    # (then they end with finish_reason "budget"); None = until they finish.
+    extra_steps: int | None = None
 
 
 @dataclass
@@ -82,7 +89,7 @@ class Candidate:
     # Sum of the log-probabilities of the generated tokens (under the sampling
     # distribution before temperature), and the count they are summed over.
     logprob: float = 0.0
-    finish_reason: str = "length"  # stop | eos | length | deadline | cancelled
+    finish_reason: str = "length"  # stop | eos | length | deadline | budget | cancelled
 
     @property
     def mean_logprob(self) -> float:

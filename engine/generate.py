@@ -97,6 +97,46 @@ def constrain(logits: torch.Tensor, allowed: list[Sequence[int] | None]) -> torc
     return out
 
 
+BRANCH_TOP_K = 64
+
+
+def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]
+                 ) -> tuple[list[int], list[float]]:
+    """Up to ``n`` first tokens for n candidates from one row of logits [V].
+
+    Pick 0 is the argmax (the greedy candidate). The others are the next most
+    likely tokens whose text, spaces stripped, differs from every earlier
+    pick's: two candidates that start with " foo" and "foo" would be the same
+    suggestion once the editor shows them. Stop tokens, tokens without text
+    and whitespace-only tokens never start a branch. Returns (tokens, logprobs).
+    """
+    k = min(BRANCH_TOP_K, logits.shape[-1])
+    top, order = logits.topk(k)
+    logprobs = (top - torch.logsumexp(logits, dim=-1)).tolist()
+    picks: list[int] = []
+    lps: list[float] = []
+    seen: set[bytes] = set()
+    for t, lp in zip(order.tolist(), logprobs):
+        if lp == float("-inf") or len(picks) == n:
+            break
+        key = vocabulary[t].strip() if t < len(vocabulary) else b""
+        if picks and (t in stop_ids or not key or key in seen):
+            continue
+        picks.append(t)
+        lps.append(lp)
+        seen.add(key)
+    return picks, lps
+
+
+def branchable(token: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]) -> bool:
+    """Whether candidates may branch at ``token``: it ends nothing and has visible text.
+
+    While the greedy token is whitespace (a newline, indentation) every
+    candidate takes it: alternatives there would differ only in layout.
+    """
+    return token not in stop_ids and token < len(vocabulary) and bool(vocabulary[token].strip())
+
+
 class Generator:
     """Runs :class:`GenerationRequest`s against one model and its KV cache."""
 
@@ -167,27 +207,52 @@ class Generator:
         return out.expand(n, -1)
 
     def _first_tokens(self, tail_hidden: torch.Tensor, draft: list[int], n: int, req: GenerationRequest,
-                      gen: torch.Generator):
+                      gen: torch.Generator, stop_ids: frozenset[int]):
         """Every candidate's first token, walking the constraint's draft.
 
-        ``tail_hidden[j]`` predicts the token after ``draft[:j]``. Step j samples
-        all n candidates there (under the constraint); while every one of them
-        took ``draft[j]``, the walk goes on: those tokens become a shared head,
-        already in the prompt KV. The first step where some candidate left the
-        draft (or the step after it) gives every candidate its first token: the
-        same draws a decode loop would make, minus the decode steps. Returns
-        (head length, tokens [n], logprobs [n], head logprob, state, allowed).
+        ``tail_hidden[j]`` predicts the token after ``draft[:j]``. While the
+        candidates all take ``draft[j]`` the walk goes on: those tokens become
+        a shared head, already in the prompt KV, without a decode step each.
+
+        Branching (``req.branch``, n > 1): the walk follows the greedy token;
+        where it leaves the draft (or after the draft), candidate i starts
+        from the i-th pick of :func:`branch_picks` when the greedy token is
+        :func:`branchable`; otherwise a single row goes on and the decode loop
+        branches later (``pending``). Sampling (no branching): step j samples
+        all n candidates (under the constraint) and the first step where one
+        left the draft gives every candidate its first token.
+
+        Returns (head length, tokens [k], logprobs [k], head logprob, state,
+        allowed, pending), k <= n the rows that start decoding.
         """
         constraint = req.constraint
         state = constraint.start() if constraint is not None else None
+        branch = req.branch and n > 1
+        vocabulary = self.tokenizer.vocabulary() if branch else []
+        dev = tail_hidden.device
         head_lp = 0.0
         j = 0
         while True:
             allowed = constraint.allowed(state) if constraint is not None else None
+            if branch:
+                logits = self._row_logits(tail_hidden[j], allowed, 1)[0]
+                top = int(logits.argmax())
+                top_lp = float(logits[top] - torch.logsumexp(logits, dim=-1))
+                if j < len(draft) and top == draft[j]:
+                    head_lp += top_lp
+                    state = constraint.advance(state, top)
+                    j += 1
+                    continue
+                if branchable(top, vocabulary, stop_ids):
+                    picks, lps = branch_picks(logits, n, vocabulary, stop_ids)
+                    return (j, torch.tensor(picks, device=dev), torch.tensor(lps, device=dev), head_lp, state,
+                            allowed, False)
+                return (j, torch.tensor([top], device=dev), torch.tensor([top_lp], device=dev), head_lp, state,
+                        allowed, True)
             logits = self._row_logits(tail_hidden[j], allowed, n)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
             if j == len(draft) or not bool((tokens == draft[j]).all()):
-                return j, tokens, logprobs, head_lp, state, allowed
+                return j, tokens, logprobs, head_lp, state, allowed, False
             head_lp += float(logprobs[0])
             state = constraint.advance(state, draft[j])
             j += 1
@@ -242,7 +307,13 @@ class Generator:
 
         # Per-candidate constraint states (token alignment); the constrained
         # phase needs every token on the host before the next step's mask.
-        m, tokens, logprobs, head_lp, state, first_allowed = self._first_tokens(logits, draft, n, req, gen)
+        m, tokens, logprobs, head_lp, state, first_allowed, unbranched = self._first_tokens(
+            logits, draft, n, req, gen, stop_ids)
+        vocabulary = self.tokenizer.vocabulary() if unbranched else []
+        # Candidates that exist so far: all n, or the rows of the branch; one while it is pending.
+        spawned = int(tokens.shape[0])
+        branched_at: int | None = None if unbranched else (0 if req.branch and n > 1 else None)
+        greedy_done: int | None = None  # step at which the greedy candidate finished
         # The draft tokens every candidate kept are part of the prompt from here
         # on (their KV is already there) and of every candidate's text.
         head = draft[:m]
@@ -255,8 +326,8 @@ class Generator:
         scores = [head_lp] * n
         finish: list[str | None] = [None] * n
         texts: list[str | None] = [None] * n
-        states = [state] * n if constraint is not None else []
-        allowed = [first_allowed] * n if constraint is not None else []
+        states = [state] * spawned if constraint is not None else []
+        allowed = [first_allowed] * spawned if constraint is not None else []
         # Sampled tokens stay on the device; the host looks at them every
         # `sync_every` steps (one transfer), so a GPU never waits per token.
         # A candidate that stops mid-chunk wastes at most sync_every - 1 steps.
@@ -265,13 +336,13 @@ class Generator:
         # Row r of the batch decodes candidate rows[r]. A candidate that has
         # finished leaves the batch at the next host sync (the rest move down
         # in the KV cache), so later steps run with fewer rows.
-        rows = list(range(n))
+        rows = list(range(spawned))
         fed0: int | None = None  # greedy tokens whose KV went after the prompt, once it left
         for step in range(max_new):
             pending.append((tokens, logprobs))
             last = step == max_new - 1
             constrained = any(a is not None for a in allowed)
-            if len(pending) >= self.sync_every or last or constrained:
+            if len(pending) >= self.sync_every or last or constrained or unbranched:
                 host_tokens = torch.stack([t for t, _ in pending]).tolist()
                 host_lps = torch.stack([lp for _, lp in pending]).tolist()
                 pending = []
@@ -281,7 +352,13 @@ class Generator:
                     states = [constraint.advance(st, t) if a is not None else st
                               for st, t, a in zip(states, host_tokens[-1], allowed)]
                     allowed = [constraint.allowed(st) if a is not None else None for st, a in zip(states, allowed)]
-                if all(f is not None for f in finish) or last:
+                if greedy_done is None and finish[0] is not None:
+                    greedy_done = steps
+                if greedy_done is not None and req.extra_steps is not None and steps - greedy_done >= req.extra_steps:
+                    # The answer waits for the greedy candidate, the others only a little longer.
+                    finish = [f or "budget" for f in finish]
+                    break
+                if all(f is not None for f in finish[:spawned]) or last:
                     break
                 if req.cancel is not None and req.cancel.is_set():
                     result.cancelled = True
@@ -306,6 +383,23 @@ class Generator:
             logits = self.decoder(tokens, prompt_len, step)
             if any(a is not None for a in allowed):
                 logits = constrain(logits, allowed)
+            if unbranched:
+                # One row so far: the candidates are identical until the greedy token has text.
+                top = int(logits[0].argmax())
+                if branchable(top, vocabulary, stop_ids):
+                    picks, lps = branch_picks(logits[0], n, vocabulary, stop_ids)
+                    spawned, unbranched, branched_at = len(picks), False, step + 1
+                    for i in range(1, spawned):
+                        # The shared tokens' KV (slots 0..step) and text become each branch's own.
+                        cache.copy_candidate(0, i, step + 1)
+                        generated[i], scores[i] = list(generated[0]), scores[0]
+                    rows = list(range(spawned))
+                    states = [states[0]] * spawned if constraint is not None else []
+                    allowed = [allowed[0]] * spawned if constraint is not None else []
+                    tokens = torch.tensor(picks, device=dev)
+                    logprobs = torch.tensor(lps, device=dev)
+                    steps += 1
+                    continue
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen, greedy_first=rows[0] == 0)
             steps += 1
         t2 = time.perf_counter()
@@ -316,13 +410,14 @@ class Generator:
             cache.keep_candidate(0, prompt_len, fed0)
         cache.tokens = prompt + generated[0][:min(fed0, cache.max_prompt - prompt_len)]
 
-        for i in range(n):
+        for i in range(spawned):
             text = texts[i] if texts[i] is not None else text_of(generated[i])
             result.candidates.append(Candidate(text=text, token_ids=head + generated[i], logprob=scores[i],
                                                finish_reason=finish[i] or "length"))
         result.decode_ms = (t2 - t1) * 1000
         result.decode_steps = steps
-        result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n, "draft_kept": m}
+        result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n, "draft_kept": m,
+                        "candidates": spawned, "branched_at": branched_at, "greedy_done": greedy_done}
         log.debug("prefill %d (+%d reused) in %.1f ms, %d decode steps in %.1f ms",
                   prompt_len - reused, reused, result.prefill_ms, steps, result.decode_ms)
         return result

@@ -105,6 +105,12 @@ class KVCache:
                 self.gen_k[:, new, :, :count] = self.gen_k[:, old, :, :count]
                 self.gen_v[:, new, :, :count] = self.gen_v[:, old, :, :count]
 
+    def copy_candidate(self, source: int, target: int, count: int) -> None:
+        """Copy candidate ``source``'s first ``count`` generated KV entries to slot
+        ``target``: a candidate that branches off after sharing those tokens."""
+        self.gen_k[:, target, :, :count] = self.gen_k[:, source, :, :count]
+        self.gen_v[:, target, :, :count] = self.gen_v[:, source, :, :count]
+
     def keep_candidate(self, candidate: int, prompt_len: int, count: int) -> None:
         """Move a candidate's first ``count`` generated KV entries after the prompt.
 

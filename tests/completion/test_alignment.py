@@ -187,8 +187,9 @@ def tiny_backend(tmp_path_factory):
     return LocalBackend.from_dir(folder, "tiny", max_prompt=256, max_new=32)
 
 
+@pytest.mark.parametrize("branch", [False, True])
 @pytest.mark.parametrize("name", ["py-word", "py-space", "py-punc", "js-word", "js-partial"])
-def test_constrained_generation_reproduces_the_removed_text(tiny_backend, name):
+def test_constrained_generation_reproduces_the_removed_text(tiny_backend, name, branch):
     from tealtab.completion.alignment import vocabulary_index
 
     text, removed = CASES[name]
@@ -197,9 +198,10 @@ def test_constrained_generation_reproduces_the_removed_text(tiny_backend, name):
     assert vocabulary_index(tiny_backend) is index  # one per backend
     backoff = token_backoff(tok.encode(text), text, index.vocabulary)
     request = GenerationRequest(backoff.ids, n=4, max_new_tokens=8, temperature=1.5, seed=1, reuse_prefix=False,
-                                constraint=AlignmentConstraint(index, backoff.removed_bytes))
+                                constraint=AlignmentConstraint(index, backoff.removed_bytes), branch=branch)
     result = tiny_backend.generate(request)
-    assert len(result.candidates) == 4
+    # Sampled: all 4; branched: one per distinct allowed first token (at least the greedy one).
+    assert len(result.candidates) == 4 if not branch else 1 <= len(result.candidates) <= 4
     for c in result.candidates:
         assert c.text.startswith(removed), (c.text, removed)
         assert b"".join(index.vocabulary[t] for t in c.token_ids).startswith(removed.encode())
