@@ -20,6 +20,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+from . import languages
+
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 _OPENERS = frozenset(_PAIRS.values())
 # Text before the cursor scanned for open brackets: enough for one statement.
@@ -51,25 +53,17 @@ class Lexicon:
         return {q: re.compile(r"\\.|" + re.escape(q), re.DOTALL) for q in self.quotes}
 
 
-_C = Lexicon()
-_LEXICONS = {
-    "python": Lexicon(quotes=('"""', "'''", '"', "'"), line_comments=("#",), block_comment=None),
-    "javascript": Lexicon(quotes=('"', "'", "`")),
-    "typescript": Lexicon(quotes=('"', "'", "`")),
-    "go": Lexicon(quotes=('"', "'", "`")),
-    # 'a is a lifetime, 'x' a character: only whole character literals are skipped.
-    "rust": Lexicon(quotes=('"',), literal=r"'(?:\\.[^'\n]{0,8}|[^\\'\n])'"),
-    "lua": Lexicon(line_comments=("--",), block_comment=None),
-    "ruby": Lexicon(line_comments=("#",), block_comment=None),
-    "shellscript": Lexicon(line_comments=("#",), block_comment=None),
-}
-_LEXICONS["javascriptreact"] = _LEXICONS["javascript"]
-_LEXICONS["typescriptreact"] = _LEXICONS["typescript"]
-
-
 def lexicon(language_id: str) -> Lexicon:
-    """The :class:`Lexicon` for an LSP language id (C-like when unknown)."""
-    return _LEXICONS.get(language_id, _C)
+    """The :class:`Lexicon` for an LSP language id (C-like when unknown), from
+    languages.py."""
+    return _lexicon(languages.language(language_id))
+
+
+@functools.lru_cache(maxsize=None)
+def _lexicon(lang: languages.Language) -> Lexicon:
+    # One per language (unknown ids share GENERIC's): its patterns compile once.
+    return Lexicon(quotes=lang.quotes, line_comments=lang.line_comments, block_comment=lang.block_comment,
+                   literal=lang.literal)
 
 
 @dataclass(frozen=True)

@@ -27,25 +27,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import balance, syntax
+from . import balance, languages, syntax
 from .backend import StopCheck
 
 MAX_LINES = 32
 TAB_WIDTH = 4
 
-_C_LIKE = frozenset({
-    "javascript", "javascriptreact", "typescript", "typescriptreact", "java", "c", "cpp",
-    "csharp", "go", "rust", "kotlin", "scala", "swift", "php", "dart", "json", "jsonc", "css",
-    "scss", "less", "zig",
-})
 _IDENT = re.compile(r"\w", re.UNICODE)
-# Lines that end a block: "}" alone (or "});", "},"), "end" alone (or "end)"),
-# and lines that close and go on ("} else {", "elseif"), which count as
-# closing a block in the text after the cursor.
-_CLOSER_LINE = {"}": re.compile(r"\}[)\],;\s]*$"), "end": re.compile(r"end\b[)\],;\s]*$")}
-_CLOSES_BLOCK = {"}": re.compile(r"\}"), "end": re.compile(r"(end|else|elseif|until)\b")}
-_LUA_OPENER = re.compile(r"(\bdo|\bthen|\belse|\brepeat|\bfunction\b.*\)|\{)$")
-_RUBY_OPENER = re.compile(r"(\bdo(\s*\|[^|]*\|)?|^\s*(def|class|module|if|unless|while|until|case|begin)\b.*)$")
 
 
 @dataclass(frozen=True)
@@ -78,16 +66,8 @@ def opens_block(line: str, language_id: str) -> bool:
     code = line.rstrip()
     if not code:
         return False
-    if language_id == "python":
-        return code.endswith(":") and not code.lstrip().startswith("#")
-    if language_id == "lua":
-        return bool(_LUA_OPENER.search(code))
-    if language_id == "ruby":
-        return bool(_RUBY_OPENER.search(code))
-    if language_id in _C_LIKE:
-        return code.endswith(("{", "(", "["))
-    # Unknown language: accept both common conventions.
-    return code.endswith((":", "{", "(", "["))
+    # Unknown languages accept both common conventions (languages.GENERIC).
+    return bool(languages.language(language_id).block_opener.search(code))
 
 
 def decide(prefix: str, suffix: str, language_id: str) -> Decision:
@@ -184,10 +164,12 @@ def _block_closer(prefix: str, after_line: str, line_before: str, opener_line: s
 def _closer_for(line: str, token: str | None, language_id: str) -> str | None:
     """The token that closes the block ``line`` opens ("}", "end"), if any."""
     code = line.rstrip()
+    lang = languages.language(language_id)
     if token == "{" or code.endswith("{"):
-        return "}" if language_id in _C_LIKE or language_id == "lua" else None
-    if language_id == "lua" and not code.endswith("repeat") and (token is not None or opens_block(line, "lua")):
-        return "end"
+        return "}" if lang.brace_closer else None
+    if (lang.end_keyword is not None and not code.endswith(lang.end_keyword_except)
+            and (token is not None or opens_block(line, language_id))):
+        return lang.end_keyword
     return None
 
 
@@ -200,7 +182,7 @@ def _closed_after(text: str, indent: int, token: str, limit: int = 4096) -> bool
         end = text.find("\n", start)
         line = text[start:] if end == -1 else text[start:end]
         if line.strip() and indent_width(line) <= indent:
-            return indent_width(line) == indent and bool(_CLOSES_BLOCK[token].match(line.lstrip()))
+            return indent_width(line) == indent and bool(languages.CLOSERS[token].closes.match(line.lstrip()))
         if end == -1:
             return False
         start = end + 1
@@ -299,7 +281,7 @@ class BlockStop:
                  closer: str | None = None, closer_indent: int | None = None) -> None:
         self._line_before = line_before
         self._opener = opener_indent
-        self._closer = _CLOSER_LINE[closer] if closer is not None and closer_indent is not None else None
+        self._closer = languages.CLOSERS[closer].line if closer is not None and closer_indent is not None else None
         self._closer_token = closer or ""
         self._closer_indent = closer_indent
         self._max_lines = max_lines

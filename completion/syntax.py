@@ -6,7 +6,8 @@ to a top-level line, at most :data:`PREFIX_WINDOW` characters, and a little of
 the text after it) and within :data:`PARSE_BUDGET_S`: a keystroke must not pay
 for parsing a whole large file.
 Languages and parsers are created once (parsers once per thread: a parser is
-not safe to share). Anything that goes wrong (no grammar package, a grammar
+not safe to share); which grammar a language uses and which tokens open a
+body come from languages.py. Anything that goes wrong (no grammar package, a grammar
 the tree-sitter runtime refuses) gives None, and callers fall back to the
 text heuristics.
 """
@@ -21,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import languages
+
 logger = logging.getLogger("tealtab.completion")
 
 PREFIX_WINDOW = 16_000
@@ -30,32 +33,8 @@ SUFFIX_WINDOW = 4_000
 # that. Past this, the parse is abandoned and the text heuristics decide.
 PARSE_BUDGET_S = 0.025
 
-# LSP language id -> (grammar module, function returning the language pointer).
-GRAMMARS: dict[str, tuple[str, str]] = {
-    "python": ("tree_sitter_python", "language"),
-    "javascript": ("tree_sitter_javascript", "language"),
-    "javascriptreact": ("tree_sitter_javascript", "language"),
-    "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "typescriptreact": ("tree_sitter_typescript", "language_tsx"),
-    "java": ("tree_sitter_java", "language"),
-    "c": ("tree_sitter_c", "language"),
-    "cpp": ("tree_sitter_cpp", "language"),
-    "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"),
-    "lua": ("tree_sitter_lua", "language"),
-}
-
-# Python's ":" opens a body only after these (not in a dict, a lambda, a slice).
-_PY_BODY_OWNERS = frozenset({
-    "function_definition", "class_definition", "if_statement", "elif_clause", "else_clause", "for_statement",
-    "while_statement", "with_statement", "try_statement", "except_clause", "except_group_clause",
-    "finally_clause", "match_statement", "case_clause",
-})
-_PY_COMPOUND = re.compile(r"\s*(async\s+)?(def|class|if|elif|else|for|while|with|try|except|finally|match|case)\b")
-_LUA_OPENERS = frozenset({"then", "do", "else", "repeat", "{"})
 # Tokens after which an expression must go on (a comma only separates items).
 _OPERATOR = re.compile(r"[-+*/%=<>!&|^~?.]+|and|or|not|in|is|\.\.")
-_C_OPENERS = frozenset({"{", "(", "["})
 # Nodes that hold code inside a string (f-string fields, template substitutions).
 _CODE_IN_STRING = ("interpolation", "substitution", "format_expression")
 # Bracketed parts of one expression or statement: a blank line inside them
@@ -93,9 +72,12 @@ def supported(language_id: str) -> bool:
     return _language(language_id) is not None
 
 
-@functools.lru_cache(maxsize=None)
 def _language(language_id: str):
-    spec = GRAMMARS.get(language_id)
+    return _grammar(languages.language(language_id).grammar)
+
+
+@functools.lru_cache(maxsize=None)
+def _grammar(spec: tuple[str, str] | None):
     if spec is None:
         return None
     try:
@@ -103,7 +85,7 @@ def _language(language_id: str):
 
         return Language(getattr(importlib.import_module(spec[0]), spec[1])())
     except Exception as exc:  # missing package, ABI the runtime refuses
-        logger.warning("no tree-sitter grammar for %s: %s", language_id, exc)
+        logger.warning("no tree-sitter grammar %s.%s: %s", spec[0], spec[1], exc)
         return None
 
 
@@ -120,6 +102,25 @@ def _parser(language_id: str):
 
         parser = parsers[language_id] = Parser(_language(language_id))
     return parser
+
+
+def parse(data: bytes, language_id: str, budget_s: float = PARSE_BUDGET_S):
+    """The tree-sitter tree of ``data`` (UTF-8), or None when the language has
+    no grammar, or the parse fails or runs past ``budget_s``. Uses this
+    thread's parser for the language (the one :func:`cursor_syntax` uses)."""
+    if _language(language_id) is None:
+        return None
+    parser = _parser(language_id)
+    deadline = time.monotonic() + budget_s
+    try:
+        # Read through a callback: only then does tree-sitter report progress,
+        # which lets a parse that recovers from errors for too long be halted.
+        return parser.parse(lambda offset, _point: data[offset:offset + 65536],
+                            progress_callback=lambda *_: time.monotonic() > deadline)
+    except Exception as exc:
+        parser.reset()  # a halted parse would otherwise resume on the next call
+        logger.debug("tree-sitter parse failed for %s: %s", language_id, exc)
+        return None
 
 
 def window(prefix: str, suffix: str) -> tuple[str, str]:
@@ -153,17 +154,8 @@ def cursor_syntax(prefix: str, suffix: str, language_id: str) -> CursorSyntax | 
         return None
     prefix, suffix = window(prefix, suffix)
     head = prefix.encode("utf-8", "surrogatepass")
-    data = head + suffix.encode("utf-8", "surrogatepass")
-    parser = _parser(language_id)
-    deadline = time.monotonic() + PARSE_BUDGET_S
-    try:
-        # Read through a callback: only then does tree-sitter report progress,
-        # which lets a parse that recovers from errors for too long be halted.
-        tree = parser.parse(lambda offset, _point: data[offset:offset + 65536],
-                            progress_callback=lambda *_: time.monotonic() > deadline)
-    except Exception as exc:
-        parser.reset()  # a halted parse would otherwise resume on the next call
-        logger.debug("tree-sitter parse failed for %s: %s", language_id, exc)
+    tree = parse(head + suffix.encode("utf-8", "surrogatepass"), language_id)
+    if tree is None:
         return None
     return _describe(tree.root_node, head, language_id)
 
@@ -265,16 +257,16 @@ def _comment_delimiter(node) -> str:
 
 
 def _opens_body(token, head: bytes, language_id: str) -> bool:
+    lang = languages.language(language_id)
     kind = token.type
     parent = token.parent.type if token.parent is not None else ""
-    if language_id == "python":
-        if kind != ":":
-            return False
-        if parent == "ERROR":
-            line_start = head.rfind(b"\n", 0, token.start_byte) + 1
-            return bool(_PY_COMPOUND.match(head[line_start: token.start_byte].decode("utf-8", "replace")))
-        return parent in _PY_BODY_OWNERS
-    if language_id == "lua":
-        # A function's body starts after its parameter list.
-        return kind in _LUA_OPENERS or (kind == ")" and parent == "parameters")
-    return kind in _C_OPENERS
+    if (kind, parent) in lang.body_after:
+        return True  # Lua: a function's body starts after its parameter list
+    if kind not in lang.body_tokens:
+        return False
+    if lang.body_owners is None:
+        return True
+    if parent == "ERROR" and lang.compound_statement is not None:
+        line_start = head.rfind(b"\n", 0, token.start_byte) + 1
+        return bool(lang.compound_statement.match(head[line_start: token.start_byte].decode("utf-8", "replace")))
+    return parent in lang.body_owners

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from tealtab.completion.languages import language_for_path
+
 from .settings import QUANTIZATIONS
 
 EXIT_OK = 0
@@ -184,14 +186,6 @@ def _run_lsp(args: argparse.Namespace) -> int:
     return server.exit_code
 
 
-_LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".jsx": "javascriptreact", ".ts": "typescript", ".tsx": "typescriptreact", ".rs": "rust",
-    ".go": "go", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".java": "java",
-    ".lua": "lua", ".rb": "ruby", ".sh": "shellscript", ".md": "markdown",
-}
-
-
 def parse_location(location: str) -> tuple[Path, int, int]:
     """``FILE:LINE:COL`` -> (path, line, column), 1-based."""
     parts = location.rsplit(":", 2)
@@ -239,7 +233,7 @@ def _run_complete(args: argparse.Namespace) -> int:
         print(f"tealtab: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     offset = offset_of(text, line, column)
-    language = args.language or _LANGUAGES.get(path.suffix.lower(), "plaintext")
+    language = args.language or language_for_path(path) or "plaintext"
 
     from tealtab.engine import loading
 
