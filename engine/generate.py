@@ -98,6 +98,8 @@ def constrain(logits: torch.Tensor, allowed: list[Sequence[int] | None]) -> torc
 
 
 BRANCH_TOP_K = 64
+# Generated tokens after which candidates branch even where the greedy token is blank.
+BRANCH_WAIT = 4
 
 
 def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]
@@ -386,7 +388,9 @@ class Generator:
             if unbranched:
                 # One row so far: the candidates are identical until the greedy token has text.
                 top = int(logits[0].argmax())
-                if branchable(top, vocabulary, stop_ids):
+                # Branch at a token with text, or after BRANCH_WAIT blank ones all the same
+                # (a greedy candidate that stays blank leaves the others to say something).
+                if branchable(top, vocabulary, stop_ids) or step + 1 >= BRANCH_WAIT:
                     picks, lps = branch_picks(logits[0], n, vocabulary, stop_ids)
                     spawned, unbranched, branched_at = len(picks), False, step + 1
                     for i in range(1, spawned):

@@ -95,13 +95,21 @@ def test_branch_waits_for_a_token_with_text(backend, monkeypatch):
     prompt = _prompt(backend)
     backend.reset_cache()
     res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=8, temperature=0))
-    assert res.stats["branched_at"] >= 3
+    assert res.stats["branched_at"] == 3
     shared = res.candidates[0].token_ids[:3]
     assert all(c.token_ids[:3] == shared for c in res.candidates)
     assert len({c.token_ids[3] for c in res.candidates}) == len(res.candidates) > 1
     for cand in res.candidates:
         assert cand.token_ids[4:] == _greedy(backend, prompt + cand.token_ids[:4], 4)
         assert cand.logprob == pytest.approx(_teacher_forced_logprob(backend, prompt, cand.token_ids), rel=2e-4, abs=1e-3)
+
+
+def test_blank_greedy_tokens_branch_after_a_few_steps(backend, monkeypatch):
+    monkeypatch.setattr(generate_module, "branchable", lambda token, vocabulary, stop_ids: False)
+    backend.reset_cache()
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=3, max_new_tokens=10, temperature=0))
+    assert res.stats["branched_at"] == generate_module.BRANCH_WAIT
+    assert len(res.candidates) > 1
 
 
 def test_others_get_bounded_steps_after_the_greedy_candidate(backend):

@@ -81,7 +81,8 @@ def test_candidates_share_prompt_and_first_is_greedy(pair):
     ours, _ = pair
     ids = _ids(ours)
     greedy = ours.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=16, temperature=0.0))
-    many = ours.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=16, temperature=1.0, seed=3))
+    many = ours.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=16, temperature=1.0, seed=3,
+                                           branch=False))
     assert len(many.candidates) == 4
     assert many.candidates[0].token_ids == greedy.candidates[0].token_ids
     # Sampling at temperature 1 from a random model gives other continuations.
@@ -124,5 +125,6 @@ def test_greedy_candidates_of_one_pass_equal_independent_greedy_runs(pair):
     ids = _ids(ours)
     single = ours.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=20, temperature=0.0))
     ours.reset_cache()
-    four = ours.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=20, temperature=0.0))
+    # Without branching, four greedy rows in one batch: each must equal the single run.
+    four = ours.generate(GenerationRequest(prompt_ids=ids, n=4, max_new_tokens=20, temperature=0.0, branch=False))
     assert [c.token_ids for c in four.candidates] == [single.candidates[0].token_ids] * 4
