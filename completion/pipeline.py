@@ -9,6 +9,7 @@ onto the document.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -24,13 +25,21 @@ from .alignment import (
     vocabulary_index,
     word_backoff,
 )
-from .backend import Backend, Constraint, GenerationRequest, GenerationResult
+from .backend import Backend, Candidate, Constraint, GenerationRequest, GenerationResult
 from .context import build_context, token_budget
+from .crossfile_prompt import CROSS_FILE_SHARE, cross_file_ids, header_marker
 from .gating import MAX_LINES, decide, stop_check
 from .postprocess import RepetitionStop, postprocess
+from .project import ProjectView
 from .templates import select_format
 
 logger = logging.getLogger("tealtab.completion")
+
+# A single-line completion never needs more tokens than a long line holds.
+SINGLE_LINE_MAX_TOKENS = 48
+# Decode steps the other candidates get once the greedy one is done: the
+# answer waits for the greedy candidate, not for the longest one.
+EXTRA_STEPS = {"single": 8, "multi": 16}
 
 
 @dataclass
@@ -50,6 +59,12 @@ class CompletionRequest:
     reuse_prefix: bool = True
     # Back off the partial last tokens and make the model reproduce them.
     token_alignment: bool = True
+    # The project around the document (other files, recent edits); None = this file only.
+    project: ProjectView | None = None
+    # Put context from other files (crossfile.py) in front of the prompt.
+    cross_file: bool = True
+    # Candidates branch on their first distinct token (False: the others sample from the start).
+    branch: bool = True
 
 
 @dataclass
@@ -76,6 +91,9 @@ class CompletionOutcome:
     mode: str  # "none" | "single" | "multi"
     generation: GenerationResult | None
     prompt_tokens: int
+    # Prompt tokens taken by context from other files, and how many snippets.
+    cross_file_tokens: int = 0
+    cross_file_snippets: int = 0
 
 
 def _normalise(text: str) -> str:
@@ -118,13 +136,20 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         # No logits to mask (remote backend): end the prompt before the last
         # word and keep only the candidates that retype it.
         prompt_prefix, removed = word_backoff(prefix)
+    lead_ids: list[int] = []
+    snippets: list = []
+    if request.cross_file and request.project is not None:
+        # A fixed share of the budget, so that the prompt's start stays put while the user types.
+        lead_ids, snippets = cross_file_ids(backend, fmt, prefix, suffix, request.language_id, request.project,
+                                            int(budget * CROSS_FILE_SHARE))
+        budget -= len(lead_ids)
     # Prefix-only models never see the suffix: the whole budget goes to the prefix.
     context = build_context(prompt_prefix, suffix if fmt.fim else "", backend.tokenize, budget, lead=fmt.prefix_lead)
-    prompt_ids = fmt.build(context.prefix.ids, context.suffix.ids)
+    prompt_ids = fmt.build(context.prefix.ids, context.suffix.ids, lead_ids)
     constraint: Constraint | None = None
     if index is not None:
         backoff = token_backoff(context.prefix.ids, fmt.prefix_lead + context.prefix.text, index.vocabulary)
-        backed_off = fmt.build(backoff.ids, context.suffix.ids) if backoff is not None else []
+        backed_off = fmt.build(backoff.ids, context.suffix.ids, lead_ids) if backoff is not None else []
         if backed_off:
             prompt_ids, removed = backed_off, backoff.removed
             constraint = AlignmentConstraint(index, backoff.removed_bytes,
@@ -132,24 +157,27 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     if removed:
         logger.debug("[%s] alignment: %r backed off (%s)", rid, removed, "constrained" if constraint else "filtered")
     logger.debug(
-        "[%s] prompt: %s, %d tokens (prefix %d, suffix %d, budget %d)",
-        rid, fmt.template.family if fmt.template else "prefix-only", len(prompt_ids),
+        "[%s] prompt: %s, %d tokens (other files %d in %d snippets, prefix %d, suffix %d, budget %d)",
+        rid, fmt.template.family if fmt.template else "prefix-only", len(prompt_ids), len(lead_ids), len(snippets),
         len(context.prefix.ids), len(context.suffix.ids), budget,
     )
     if request.cancel is not None and request.cancel.is_set():
         logger.debug("[%s] cancelled before generation", rid)
         if warm_later:
             warm_vocabulary_index(backend)
-        return CompletionOutcome([], decision.mode, None, len(prompt_ids))
+        return CompletionOutcome([], decision.mode, None, len(prompt_ids), len(lead_ids), len(snippets))
 
     generation_stop = stop_check(decision)
     if decision.mode == "multi":
         # A block may loop on a line until the token limit; stop it there.
         generation_stop = RepetitionStop(generation_stop)
+    max_new = request.max_new_tokens
+    if decision.mode == "single":
+        max_new = min(max_new, SINGLE_LINE_MAX_TOKENS)
     generation = backend.generate(GenerationRequest(
         prompt_ids=prompt_ids,
         n=request.n,
-        max_new_tokens=request.max_new_tokens,
+        max_new_tokens=max_new,
         temperature=request.temperature,
         stop=aligned_stop(generation_stop, removed),
         deadline=request.deadline,
@@ -157,9 +185,14 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         reuse_prefix=request.reuse_prefix,
         stop_token_ids=fmt.stop_ids,
         constraint=constraint,
+        branch=request.branch,
+        extra_steps=EXTRA_STEPS[decision.mode],
     ))
+    candidates = cut_unfinished(strip_reproduced(generation.candidates, removed))
+    if snippets:
+        candidates = cut_at_line(candidates, header_marker(request.language_id))
     cleaned = postprocess(
-        strip_reproduced(generation.candidates, removed),
+        candidates,
         line_after=decision.line_after,
         line_before=decision.line_before,
         suffix=suffix,
@@ -175,4 +208,34 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     )
     if warm_later:
         warm_vocabulary_index(backend)
-    return CompletionOutcome(items, decision.mode, generation, len(prompt_ids))
+    return CompletionOutcome(items, decision.mode, generation, len(prompt_ids), len(lead_ids), len(snippets))
+
+
+def cut_at_line(candidates: list[Candidate], marker: str) -> list[Candidate]:
+    """Candidates cut before their first line that starts with ``marker`` (after
+    indentation): with other files in the prompt, a path header means the
+    model has moved on to another file."""
+    kept = []
+    for cand in candidates:
+        lines = cand.text.split("\n")
+        for i, line in enumerate(lines):
+            if line.strip().startswith(marker):
+                cand = dataclasses.replace(cand, text="\n".join(lines[:i]))
+                break
+        kept.append(cand)
+    return kept
+
+
+def cut_unfinished(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates stopped by the time budget or the step budget, cut at their
+    last line end; one without a whole line is dropped (half a line shown as a
+    suggestion would be wrong code)."""
+    kept = []
+    for cand in candidates:
+        if cand.finish_reason in ("deadline", "budget"):
+            end = cand.text.rfind("\n")
+            if end <= 0 or not cand.text[:end].strip():
+                continue
+            cand = dataclasses.replace(cand, text=cand.text[:end])
+        kept.append(cand)
+    return kept

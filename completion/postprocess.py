@@ -215,7 +215,14 @@ def clean_with_range(text: str, *, line_after: str, suffix: str, stop: StopCheck
 
 
 def _dedup_key(text: str) -> str:
-    return "\n".join(line.rstrip() for line in text.split("\n")).rstrip()
+    """Candidates that differ only in spaces inside lines, trailing spaces or
+    blank lines are one suggestion; indentation still tells them apart."""
+    lines = []
+    for line in text.split("\n"):
+        if line.strip():
+            body = line.lstrip()
+            lines.append(line[:len(line) - len(body)] + "".join(body.split()))
+    return "\n".join(lines)
 
 
 def postprocess(

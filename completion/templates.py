@@ -143,12 +143,14 @@ class PromptFormat:
         """Prompt tokens that are not document text (BOS and special tokens)."""
         return len(self.slot_ids) + (self.bos_id is not None)
 
-    def build(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int]) -> list[int]:
-        """Prompt ids: BOS, then the layout with the given part ids.
+    def build(self, prefix_ids: Sequence[int], suffix_ids: Sequence[int], lead_ids: Sequence[int] = ()) -> list[int]:
+        """Prompt ids: BOS, ``lead_ids`` (context from other files), then the
+        layout with the given part ids.
 
         ``prefix_ids`` must be the ids of ``prefix_lead + prefix``.
         """
         ids: list[int] = [] if self.bos_id is None else [self.bos_id]
+        ids.extend(lead_ids)
         if self.template is None:
             return ids + list(prefix_ids)
         slot = iter(self.slot_ids)

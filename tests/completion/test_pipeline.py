@@ -3,8 +3,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from tealtab.completion.backend import Candidate
 from tealtab.completion.gating import BlockStop, single_line_stop
-from tealtab.completion.pipeline import CompletionItem, CompletionRequest, complete
+from tealtab.completion.pipeline import (EXTRA_STEPS, SINGLE_LINE_MAX_TOKENS, CompletionItem, CompletionRequest,
+                                         complete, cut_unfinished)
 from tealtab.completion.postprocess import RepetitionStop
 
 from completion_fakes import CHAR_BASE, FakeBackend
@@ -40,10 +42,26 @@ def test_request_fields_pass_through(fake):
     cancel = threading.Event()
     fake.outputs = [("1", -0.1)]
     complete(fake, request("x = |", n=5, temperature=0.7, deadline=123.0, cancel=cancel, reuse_prefix=False,
-                           max_new_tokens=64))
+                           max_new_tokens=40, branch=False))
     req = fake.requests[0]
-    assert (req.n, req.temperature, req.deadline, req.cancel, req.reuse_prefix, req.max_new_tokens) == (
-        5, 0.7, 123.0, cancel, False, 64)
+    assert (req.n, req.temperature, req.deadline, req.cancel, req.reuse_prefix, req.max_new_tokens, req.branch) == (
+        5, 0.7, 123.0, cancel, False, 40, False)
+    assert req.extra_steps == EXTRA_STEPS["single"]
+
+
+def test_single_line_requests_get_their_own_token_cap(fake):
+    fake.outputs = [("1", -0.1)]
+    complete(fake, request("x = |", max_new_tokens=500))
+    assert fake.requests[0].max_new_tokens == SINGLE_LINE_MAX_TOKENS
+    complete(fake, request("def f():\n    |", max_new_tokens=500))
+    assert fake.requests[1].max_new_tokens == 500
+
+
+def test_candidates_cut_by_a_budget_keep_whole_lines_only():
+    cands = [Candidate("a = 1\nb = 2\nc =", [1], finish_reason="deadline"),
+             Candidate("half a li", [1], finish_reason="budget"),
+             Candidate("done", [1], finish_reason="stop")]
+    assert [c.text for c in cut_unfinished(cands)] == ["a = 1\nb = 2", "done"]
 
 
 def test_gate_none_skips_the_model(fake):
@@ -161,3 +179,11 @@ def test_completion_package_is_torch_free():
             "or m.startswith(('tealtab.engine', 'tealtab.lsp'))]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_candidates_are_cut_where_they_write_a_path_header():
+    from tealtab.completion.pipeline import cut_at_line
+
+    cands = [Candidate("x = 1\n# path: other.py\nimport os", [1]), Candidate("# path: a.py", [1]),
+             Candidate("y = 2", [1])]
+    assert [c.text for c in cut_at_line(cands, "# path:")] == ["x = 1", "", "y = 2"]

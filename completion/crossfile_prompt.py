@@ -1,0 +1,111 @@
+"""Context from other files as prompt tokens, within a fixed share of the budget.
+
+crossfile.py chooses and ranks snippets (definitions of imported names,
+chunks of other open documents, recent edits); this module lays them out for
+the model family and fits them to the budget:
+
+- Qwen2.5-Coder's repository format where the vocabulary has it:
+  ``<|repo_name|>repo\\n<|file_sep|>path\\ncode\\n ... <|file_sep|>current path\\n``
+  before the FIM tokens (the layout it was trained on);
+- otherwise the snippets as text with commented path headers
+  (``# path: pkg/util.py``), before the file's own prompt.
+
+The snippets go first in the prompt, and their share of the budget is fixed
+(:data:`CROSS_FILE_SHARE`), not what the file leaves over: while the user
+types, the file's prompt grows and shrinks but the leading tokens stay the
+same, so the engine keeps reusing their KV cache, and a change of context
+costs only its own tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+from typing import TYPE_CHECKING
+
+from .backend import Backend
+from .project import ProjectView
+from .templates import PromptFormat
+
+if TYPE_CHECKING:
+    from .crossfile import Snippet
+
+logger = logging.getLogger("tealtab.completion")
+
+# Share of the prompt budget that context from other files may take.
+CROSS_FILE_SHARE = 0.3
+REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
+
+
+def _relative(path: str | None, roots: Sequence[str]) -> str:
+    if not path:
+        return "untitled"
+    for root in roots:
+        try:
+            rel = os.path.relpath(path, root)
+        except ValueError:  # another drive on Windows
+            continue
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return os.path.basename(path)
+
+
+def header(path: str, language_id: str) -> str:
+    """The commented path header line crossfile.render puts before a snippet (``# path: a.py``)."""
+    from .crossfile import Snippet, render
+
+    return render([Snippet(path, "", "header", 0.0)], language_id).rstrip("\n") + "\n"
+
+
+def header_marker(language_id: str) -> str:
+    """How a header line starts (``# path:``): a candidate that writes one has left the file."""
+    return header("", language_id).split("path:")[0] + "path:"
+
+
+def _repo_format(backend: Backend, fmt: PromptFormat) -> tuple[int, int] | None:
+    """(repo_name id, file_sep id) when the model was trained on the repository format."""
+    if fmt.template is None or fmt.template.family != "qwen2.5-coder":
+        return None
+    repo, sep = backend.special_token_id(REPO_NAME), backend.special_token_id(FILE_SEP)
+    return None if repo is None or sep is None else (repo, sep)
+
+
+def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str, language_id: str,
+                   project: ProjectView, budget: int) -> tuple[list[int], list["Snippet"]]:
+    """Lead ids for the prompt and the snippets they hold; ([], []) when none fit.
+
+    Snippets are taken best first while their ids fit ``budget`` tokens (a
+    snippet that does not fit is skipped, a smaller later one may still go).
+    Every snippet is tokenized on its own, so the count is exact.
+    """
+    if budget <= 0:
+        return [], []
+    from .crossfile import gather, render
+
+    snippets = gather(prefix, suffix, language_id, project)
+    if not snippets:
+        return [], []
+    repo = _repo_format(backend, fmt)
+    if repo is not None:
+        repo_id, sep_id = repo
+        root = project.roots[0] if project.roots else os.path.dirname(project.path or "")
+        head = [repo_id] + backend.tokenize((os.path.basename(root.rstrip("/\\")) or "repo") + "\n")
+        tail = [sep_id] + backend.tokenize(_relative(project.path, project.roots) + "\n")
+        parts = [[sep_id] + backend.tokenize(f"{s.path}\n{s.text.rstrip()}\n") for s in snippets]
+    else:
+        # The current file gets a header too, so the file's own text reads as the next file.
+        head, tail = [], backend.tokenize(header(_relative(project.path, project.roots), language_id))
+        parts = [backend.tokenize(render([s], language_id)) for s in snippets]
+    room = budget - len(head) - len(tail)
+    ids: list[int] = list(head)
+    used: list["Snippet"] = []
+    for snippet, part in zip(snippets, parts):
+        if len(part) <= room:
+            ids.extend(part)
+            room -= len(part)
+            used.append(snippet)
+    if not used:
+        return [], []
+    return ids + tail, used
