@@ -12,7 +12,9 @@ only counts, lengths and the language.
 Params (all optional): ``uri``, ``languageId``, ``index`` (which candidate),
 ``count`` (how many were offered), ``length`` (characters in the candidate),
 ``acceptedLength`` (characters accepted), ``kind`` (``word`` or ``line``),
-``latencyMs`` (request to screen).
+``latencyMs`` (request to screen), ``position`` (the cursor after the accepted
+text, ``{line, character}``) and ``version`` (the document's version then).
+An accept with a ``position`` starts the completion there (prefetch.py).
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def register(server: TealtabServer) -> None:
 
         def on_notification(ls: TealtabServer, params: Any) -> None:
             acceptance.write(make_record(event, params, ls.model_name))
+            if method != DID_SHOW:
+                # The next request will come where the accepted text ends: compute it now.
+                from .prefetch import on_accept
+
+                on_accept(ls, plain(params))
 
         on_notification.__name__ = f"on_{event}"
         return on_notification

@@ -41,6 +41,33 @@ def _as_insertion(item, text: str, offset: int) -> str:
     return item.insert_text[: len(item.insert_text) - len(replaced)]
 
 
+def completion_request(server: TealtabServer, uri: str, language_id: str, text: str, offset: int,
+                       cancel, request_id: str, started: float):
+    """The pipeline's request for ``text`` at ``offset`` under the current settings.
+
+    ``started`` (time.monotonic()) starts the time budget: decoding stops
+    ``timeBudgetMs`` after it and the answer is cut at a line boundary.
+    """
+    from tealtab.completion.pipeline import CompletionRequest
+
+    settings = server.settings
+    return CompletionRequest(
+        text=text,
+        offset=offset,
+        language_id=language_id,
+        n=settings.candidates,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        context_tokens=settings.context_tokens,
+        deadline=started + settings.time_budget_ms / 1000,
+        cancel=cancel,
+        request_id=request_id,
+        token_alignment=settings.token_alignment,
+        project=server.project.view(uri, server.documents) if settings.cross_file_context else None,
+        cross_file=settings.cross_file_context,
+    )
+
+
 async def inline_completion(
     server: TealtabServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
@@ -49,6 +76,7 @@ async def inline_completion(
     inflight = server.inflight.start(uri)
     log = RequestLog(logger, inflight.request_id)
     started = time.monotonic()
+    source = "model"
     try:
         document = server.documents.get(uri)
         if document is None:
@@ -61,6 +89,7 @@ async def inline_completion(
         # Snapshot: later edits must not move the ranges computed for this text.
         text, starts, encoding = document.text, document.starts, server.position_encoding
         offset = positions.offset_at(text, params.position, encoding, starts)
+        server.project.used(uri)
         log.info(
             "%s line %d col %d (%s) -> offset %d of %d",
             uri, params.position.line, params.position.character, encoding, offset, len(text),
@@ -69,35 +98,41 @@ async def inline_completion(
         # An explicit request (Invoked) asks for fresh candidates; the tag ties
         # an entry to the model and settings that made it.
         cache = server.typed_ahead
+        tag = (server.model_name, settings)
         explicit = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         use_cache = not explicit and TYPED_AHEAD
-        hit = cache.lookup(uri, text, offset, (server.model_name, settings)) if use_cache else None
+        # A completion computed ahead at this very place (after an accept), done or running.
+        ahead = server.prefetch.take(uri, text, offset, tag) if use_cache else None
+        if ahead is None:
+            server.prefetch.discard(uri)
+        hit = cache.lookup(uri, text, offset, tag) if use_cache and ahead is None else None
         if hit is not None:
             log.info("typed-ahead cache hit: %d item(s) after %r in %.1f ms", len(hit.items), hit.typed,
                      1000 * (time.monotonic() - started))
+            server.last_completion = {"source": "typedAhead", "items": len(hit.items),
+                                      "ms": round(1000 * (time.monotonic() - started), 1)}
             return types.InlineCompletionList(items=_items_at(hit.items, text, offset, encoding, starts))
-        if not await server.wait_for_model():
-            log.info("no model loaded%s", f" ({server.load_error})" if server.load_error else "")
-            return _empty()
-        if inflight.cancel.is_set():
-            log.info("superseded before generation")
-            return _empty()
-
-        from tealtab.completion.pipeline import CompletionRequest
-
-        request = CompletionRequest(
-            text=text,
-            offset=offset,
-            language_id=document.language_id,
-            n=settings.candidates,
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            context_tokens=settings.context_tokens,
-            cancel=inflight.cancel,
-            request_id=inflight.request_id,
-            token_alignment=settings.token_alignment,
-        )
-        outcome = await asyncio.wrap_future(server.worker.complete(request))
+        outcome = None
+        if ahead is not None:
+            source = "prefetchReady" if ahead.done() else "prefetchRunning"
+            log.info("prefetched completion %s", "ready" if ahead.done() else "running: waiting for it")
+            outcome = await ahead.result_when_done()
+            if inflight.cancel.is_set():
+                log.info("superseded while waiting for the prefetched completion")
+                return _empty()
+            if outcome is None:
+                source = "model"
+        if outcome is None:
+            if not await server.wait_for_model():
+                log.info("no model loaded%s", f" ({server.load_error})" if server.load_error else "")
+                return _empty()
+            if inflight.cancel.is_set():
+                log.info("superseded before generation")
+                return _empty()
+            # The time budget starts now: waiting for a model to load is not the request's own time.
+            request = completion_request(server, uri, document.language_id, text, offset, inflight.cancel,
+                                         inflight.request_id, time.monotonic())
+            outcome = await asyncio.wrap_future(server.worker.complete(request))
     except asyncio.CancelledError:
         inflight.cancel.set()
         log.info("cancelled by the client after %.0f ms", 1000 * (time.monotonic() - started))
@@ -129,13 +164,33 @@ async def inline_completion(
     ]
     # Only insertions at the cursor can be continued by typing: an item that
     # ends with the characters it replaces is, without them, one.
+    # Tagged with the model that answered (the first request may have waited for it to load).
     cache.store(uri, text, offset, [_as_insertion(i, text, offset) for i in outcome.items],
                 (server.model_name, settings))
     generation = outcome.generation
+    server.last_completion = describe_outcome(outcome, source, latency_ms)
     log.info(
-        "%d item(s) in %.0f ms: mode=%s prompt_tokens=%d reused_tokens=%s decode_steps=%s",
-        len(items), latency_ms, outcome.mode, outcome.prompt_tokens,
+        "%d item(s) in %.0f ms from %s: mode=%s prompt_tokens=%d (other files %d) reused_tokens=%s decode_steps=%s",
+        len(items), latency_ms, source, outcome.mode, outcome.prompt_tokens, outcome.cross_file_tokens,
         "-" if generation is None else generation.reused_tokens,
         "-" if generation is None else generation.decode_steps,
     )
     return types.InlineCompletionList(items=items)
+
+
+def describe_outcome(outcome, source: str, latency_ms: float) -> dict:
+    """What ``tealtab/status`` reports as ``lastCompletion``: where the answer came
+    from and what it cost (benchmarks read it; editors may show it)."""
+    generation = outcome.generation
+    return {
+        "source": source,
+        "ms": round(latency_ms, 1),
+        "mode": outcome.mode,
+        "items": len(outcome.items),
+        "candidates": None if generation is None else len(generation.candidates),
+        "decodeSteps": None if generation is None else generation.decode_steps,
+        "promptTokens": outcome.prompt_tokens,
+        "reusedTokens": None if generation is None else generation.reused_tokens,
+        "crossFileTokens": outcome.cross_file_tokens,
+        "crossFileSnippets": outcome.cross_file_snippets,
+    }

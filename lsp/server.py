@@ -17,6 +17,8 @@ from .documents import DocumentStore
 from .model_loading import describe_model, load_model
 from .parent_watch import watch_parent
 from .positions import UTF16
+from .prefetch import Prefetcher
+from .project_state import ProjectState
 from .protocol import TealtabProtocol
 from .requests import InflightRequests
 from .settings import Settings, parse_settings
@@ -67,6 +69,12 @@ class TealtabServer(LanguageServer):
         self.typed_ahead = TypedAheadCache()
         # The sparsity setting on the loaded model (apply jobs, background calibration).
         self.sparsity = SparsityControl(self)
+        # Workspace folders, recently used documents and edits: context from other files.
+        self.project = ProjectState()
+        # Completions computed ahead, at the end of an accepted one.
+        self.prefetch = Prefetcher(self)
+        # What answered the last inline completion, and what it cost (tealtab/status).
+        self.last_completion: dict | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # -- settings and model ------------------------------------------------

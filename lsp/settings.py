@@ -38,6 +38,11 @@ class Settings:
     # None: the model decides the prompt budget.
     context_tokens: int | None = None
     enable: bool = True
+    # Context from other files (open documents, recent edits, imported definitions) in the prompt.
+    cross_file_context: bool = True
+    # Milliseconds after the request's arrival at which decoding stops; the answer is
+    # cut at a line boundary (like llama.vim's t_max_predict_ms).
+    time_budget_ms: int = 1000
     # languageId -> enabled; a language not listed is enabled.
     languages: dict[str, bool] = field(default_factory=dict)
 
@@ -121,6 +126,8 @@ _KEYS: dict[str, tuple[str, Callable[[Any], tuple[Any, str | None]]]] = {
     "tokenAlignment": ("token_alignment", _bool),
     "contextTokens": ("context_tokens", _context_tokens),
     "enable": ("enable", _bool),
+    "crossFileContext": ("cross_file_context", _bool),
+    "timeBudgetMs": ("time_budget_ms", _int_range(50, 60_000)),
     "languages": ("languages", None),  # type: ignore[dict-item]
 }
 

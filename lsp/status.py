@@ -13,7 +13,10 @@ serves. ``device`` goes with ``model``. ``sparsity`` is ``{"requested": "auto" |
 "level": float | None (in effect; 0 dense, None without a local model),
 "calibrated": bool, "levels": [float] | None (the calibrated targets),
 "default": float | None (the calibrated default level), "calibrating": bool,
-"pending": bool (a change not in effect yet)}``.
+"pending": bool (a change not in effect yet)}``. ``lastCompletion`` is where the last
+answer came from (``source``: model, typedAhead, prefetchReady, prefetchRunning)
+and what it cost (inline_completion.describe_outcome); ``prefetch`` counts the
+completions started after an accept, found ready or running, and dropped unused.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def status(server: TealtabServer) -> dict[str, Any]:
         "lastLatencyMs": None if latency is None else round(latency, 1),
         "error": server.load_error,
         "sparsity": server.sparsity.status(),
+        "lastCompletion": server.last_completion,
+        "prefetch": server.prefetch.status(),
     }
 
 

@@ -146,6 +146,14 @@ class ServerSession:
             )
         )
 
+    def version(self, uri: str) -> int:
+        """The version of ``uri`` after the last didOpen/didChange this session sent."""
+        return self._versions[uri]
+
+    def notify(self, method: str, params: Any) -> None:
+        """A custom notification (``tealtab/didAccept``, ...) with plain-data params."""
+        self.client.protocol.notify(method, params)
+
     def configure(self, settings: dict[str, Any], wrap: bool = True) -> None:
         """workspace/didChangeConfiguration with ``{"tealtab": settings}`` (or ``settings`` as is)."""
         self.client.workspace_did_change_configuration(
@@ -259,6 +267,7 @@ async def start_server(
     log_level: str = "debug",
     gate_progress: bool = False,
     env: dict[str, str] | None = None,
+    workspace_folders: list[Path] | None = None,
 ) -> AsyncIterator[ServerSession]:
     """Start, initialize and (on leaving) stop the real server; never leaves it running.
 
@@ -282,6 +291,8 @@ async def start_server(
                     client_info=types.ClientInfo(name="tealtab-tests"),
                     initialization_options=initialization_options,
                     root_uri=None,
+                    workspace_folders=[types.WorkspaceFolder(uri=Path(f).resolve().as_uri(), name=Path(f).name)
+                                       for f in workspace_folders] if workspace_folders else None,
                 )
             ),
             START_TIMEOUT_S,

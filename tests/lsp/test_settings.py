@@ -100,3 +100,13 @@ def test_sparsity_out_of_range_or_wrong_type_warns_and_keeps_the_default():
         settings, warnings = parse_settings({"sparsity": raw}, on)
         assert settings.sparsity == "auto", raw
         assert len(warnings) == 1 and "'sparsity'" in warnings[0] and '"auto"' in warnings[0], (raw, warnings)
+
+
+def test_cross_file_and_time_budget_settings():
+    settings, warnings = parse_settings({"crossFileContext": False, "timeBudgetMs": 400})
+    assert (settings.cross_file_context, settings.time_budget_ms, warnings) == (False, 400, [])
+    settings, warnings = parse_settings({"timeBudgetMs": 10, "crossFileContext": "yes"})
+    assert (settings.cross_file_context, settings.time_budget_ms) == (True, 1000)
+    assert len(warnings) == 2 and "timeBudgetMs" in warnings[0]
+    # null resets to the default
+    assert parse_settings({"timeBudgetMs": None}, settings)[0].time_budget_ms == 1000
