@@ -1,6 +1,16 @@
 """Latency of tealtab as an editor sees it, and decode speed against transformers.
 
-1. A scripted typing session through the real server over stdio: a region of
+1. Editing sessions through the real server over stdio (the default): three
+   regions of real stdlib code are typed back, completions that match what
+   is typed next are accepted (tealtab/didAccept, which starts the prefetch),
+   and every answer's source (model, typed-ahead cache, prefetch) comes from
+   tealtab/status. Sessions: "editing" (defaults: cross-file context,
+   prefetch), "editing_cross_file_off", "editing_prefetch_off" (accepts
+   carry no position). Prints p50/p95 of all requests and of the model path
+   (answers the model computed for the request, or a prefetch still running),
+   accepts, prefetches found ready / running, and the share of multi-line
+   requests that got at least 2 distinct items.
+   Typing sessions (--sessions default ...): a region of
    a real source file is removed and typed back one character at a time; after
    every keystroke the client sends an incremental didChange and an inline
    completion request, and waits for the answer (an editor that shows ghost
@@ -12,10 +22,11 @@
    latency of the warm single-line requests (text before the cursor on its
    line, not the first request).
 2. Time from initialize to the first inline completion, model cached.
-3. Decode tokens/s of the engine's own loop against Hugging Face ``generate``
+3. With --decode: decode tokens/s of the engine's own loop against Hugging Face ``generate``
    on the same model, prompt and token count, in this process.
 
-Usage: python benchmarks/latency.py [--chars 60] [--out benchmarks/results/latency-cpu.json]
+Usage: python benchmarks/latency.py [--sessions editing editing_cross_file_off editing_prefetch_off]
+       [--decode] [--out benchmarks/results/latency-cpu.json]
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -34,13 +46,18 @@ from pathlib import Path
 from report import write_report
 
 
-SESSIONS = ("default", "default_alignment_off", "model_reuse_on", "model_reuse_off", "model_alignment_off")
+# Editing sessions over REGIONS (accepting completions that match): cross-file
+# context on / off, prefetch after accept off. Typing sessions over --file:
+# the older single-region sessions (nothing accepted).
+EDITING = ("editing", "editing_cross_file_off", "editing_prefetch_off")
+TYPING = ("default", "default_alignment_off", "model_reuse_on", "model_reuse_off", "model_alignment_off")
+SESSIONS = EDITING + TYPING
 
 
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[k]
 
 
@@ -86,41 +103,140 @@ def line_col(text: str, offset: int) -> tuple[int, int]:
 
 async def typing_session(path: Path, start_line: int, chars: int, settings: dict, env: dict) -> dict:
     """Type the region back keystroke by keystroke; latency of every request."""
+    return await editing_session([(path, start_line, chars)], settings, env, accept=False)
+
+
+# (file, 0-based line where typing starts, characters to type): real code in
+# three stdlib files, two of them using names from sibling modules.
+REGIONS = (("textwrap.py", 383, 100), ("concurrent/futures/thread.py", 171, 120), ("json/__init__.py", 345, 120))
+
+
+def _keystroke(to_type: str, i: int) -> str:
+    """The text one keystroke inserts: a character, or a newline with the next
+    line's indentation (an editor's auto-indent)."""
+    if to_type[i] != "\n":
+        return to_type[i]
+    j = i + 1
+    while j < len(to_type) and to_type[j] in " \t":
+        j += 1
+    return to_type[i:j]
+
+
+def _acceptable(item, remaining: str, line: int, col: int) -> tuple[str, str] | None:
+    """What a user typing ``remaining`` accepts of ``item``: ("whole"|"line", text), or None."""
+    r = item.range
+    if r is None or (r.start.line, r.start.character, r.end.line, r.end.character) != (line, col, line, col):
+        return None
+    text = item.insert_text
+    if text and remaining.startswith(text):
+        return "whole", text
+    first = text.split("\n", 1)[0]
+    if len(first.strip()) >= 3 and remaining.startswith(first):
+        return "line", first
+    return None
+
+
+async def editing_session(regions, settings: dict, env: dict, *, accept: bool = True, prefetch: bool = True,
+                          roots: list[Path] | None = None) -> dict:
+    """Type each region back, in one server, as a user would.
+
+    After every keystroke (a newline comes with the next line's indentation,
+    as an editor's auto-indent sends it) the client sends didChange and an
+    inline completion request and waits for the answer. With ``accept``, the
+    user accepts the first item when it is exactly what they were about to
+    type (whole, or its first line), and the editor sends tealtab/didAccept
+    (with the cursor position when ``prefetch``: the server then computes the
+    next completion ahead) and asks again at the end of the accepted text.
+    After every answer, tealtab/status says where it came from (model,
+    typed-ahead cache, prefetch) and what it cost.
+    """
     from tealtab.lsp.testing import start_server
 
-    doc, offset, to_type = session_script(path, start_line, chars)
-    uri = path.resolve().as_uri()
     records = []
-    async with start_server(settings, log_level="info", env=env) as session:
+    first_ms = None
+    async with start_server(settings, log_level="info", env=env, workspace_folders=roots) as session:
         t_init = time.perf_counter()
-        session.open(uri, doc)
-        line, col = line_col(doc, offset)
-        # The first request waits for the (cached) model to load.
-        await session.inline(uri, line, col, timeout=600)
-        first_ms = (time.perf_counter() - t_init) * 1000
-        for ch in to_type:
+        number = 0
+        for path, start_line, chars in regions:
+            doc, offset, to_type = session_script(path, start_line, chars)
+            uri = path.resolve().as_uri()
+            session.open(uri, doc)
             line, col = line_col(doc, offset)
-            session.edit(uri, (line, col), (line, col), ch)
-            doc = doc[:offset] + ch + doc[offset:]
-            offset += 1
-            line, col = line_col(doc, offset)
-            start = time.perf_counter()
-            result = await session.inline(uri, line, col, timeout=600)
-            ms = (time.perf_counter() - start) * 1000
-            items = getattr(result, "items", None) or []
-            before = doc[doc.rfind("\n", 0, offset) + 1:offset]
-            records.append({"char": ch, "ms": ms, "items": len(items), "single_line": bool(before.strip()),
-                            "first_item": (items[0].insert_text if items else "")})
+            # The first request waits for the (cached) model to load.
+            await session.inline(uri, line, col, timeout=600)
+            if first_ms is None:
+                first_ms = (time.perf_counter() - t_init) * 1000
+            i = 0
+            accepted: tuple[str, str] | None = None
+            while i < len(to_type):
+                line, col = line_col(doc, offset)
+                if accepted is None:
+                    typed = _keystroke(to_type, i)
+                else:
+                    kind, typed = accepted
+                session.edit(uri, (line, col), (line, col), typed)
+                doc = doc[:offset] + typed + doc[offset:]
+                offset += len(typed)
+                i += len(typed)
+                line, col = line_col(doc, offset)
+                if accepted is not None:
+                    params = {"uri": uri, "languageId": "python", "index": 0, "length": len(typed),
+                              "acceptedLength": len(typed), "version": session.version(uri)}
+                    if prefetch:
+                        params["position"] = {"line": line, "character": col}
+                    session.notify("tealtab/didAccept" if kind == "whole" else "tealtab/didPartialAccept",
+                                   {**params, **({"kind": "line"} if kind == "line" else {})})
+                start = time.perf_counter()
+                result = await session.inline(uri, line, col, timeout=600)
+                ms = (time.perf_counter() - start) * 1000
+                number += 1
+                status = await session.status(f"s{number}")
+                info = status.get("lastCompletion") or {}
+                items = getattr(result, "items", None) or []
+                before = doc[doc.rfind("\n", 0, offset) + 1:offset]
+                records.append({"file": path.name, "typed": typed, "after_accept": accepted is not None,
+                                "ms": ms, "items": len(items), "single_line": bool(before.strip()),
+                                "first_item": (items[0].insert_text if items else ""),
+                                "source": info.get("source"), "mode": info.get("mode"),
+                                "candidates": info.get("candidates"), "decode_steps": info.get("decodeSteps"),
+                                "prompt_tokens": info.get("promptTokens"),
+                                "cross_file_tokens": info.get("crossFileTokens")})
+                accepted = _acceptable(items[0], to_type[i:], line, col) if accept and items else None
+        final = await session.status("final")
+    return summarize(records, env, first_ms, final.get("prefetch"))
+
+
+def summarize(records: list[dict], env: dict, first_ms: float | None, prefetch: dict | None = None) -> dict:
+    """Latency percentiles overall, on the model path, and for warm single-line requests;
+    candidate diversity of multi-line requests; where the answers came from."""
+    def pct(values, q):
+        return percentile(values, q) if values else None
+
+    model = [r["ms"] for r in records if r.get("source") in (None, "model", "prefetchRunning")]
     warm = [r["ms"] for r in records if r["single_line"]]
+    multi = [r for r in records if r.get("mode") == "multi" and r.get("source") in ("model", "prefetchRunning")]
+    sources: dict[str, int] = {}
+    for r in records:
+        sources[str(r.get("source"))] = sources.get(str(r.get("source")), 0) + 1
     return {
         "env": env,
         "first_completion_after_initialize_ms": first_ms,
         "requests": len(records),
+        "p50_all_ms": pct([r["ms"] for r in records], 50),
+        "p95_all_ms": pct([r["ms"] for r in records], 95),
+        "model_path_requests": len(model),
+        "model_p50_ms": pct(model, 50),
+        "model_p95_ms": pct(model, 95),
         "warm_single_line_requests": len(warm),
-        "p50_ms": percentile(warm, 50) if warm else None,
-        "p95_ms": percentile(warm, 95) if warm else None,
-        "mean_ms_all": statistics.mean(r["ms"] for r in records),
-        "nonempty_fraction": sum(1 for r in records if r["items"]) / len(records),
+        "p50_ms": pct(warm, 50),
+        "p95_ms": pct(warm, 95),
+        "mean_ms_all": statistics.mean(r["ms"] for r in records) if records else None,
+        "nonempty_fraction": sum(1 for r in records if r["items"]) / len(records) if records else None,
+        "sources": sources,
+        "accepts": sum(1 for r in records if r.get("after_accept")),
+        "prefetch": prefetch,
+        "multi_line_model_requests": len(multi),
+        "multi_line_two_or_more_items": (sum(1 for r in multi if r["items"] >= 2) / len(multi)) if multi else None,
         "records": records,
     }
 
@@ -183,9 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=3)
     parser.add_argument("--context-tokens", type=int, default=1024)
     parser.add_argument("--decode-tokens", type=int, default=64)
-    parser.add_argument("--skip-decode", action="store_true", help="skip the tokens/s comparison")
     parser.add_argument("--sessions", nargs="+",
-                        default=list(SESSIONS), choices=list(SESSIONS))
+                        default=list(EDITING), choices=list(SESSIONS))
+    parser.add_argument("--decode", action="store_true", help="also compare decode tokens/s with transformers")
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latency-<date>.json)")
     args = parser.parse_args(argv)
 
@@ -212,9 +328,22 @@ def main(argv: list[str] | None = None) -> int:
         "model_reuse_off": (settings, {**model_only, "TEALTAB_PREFIX_REUSE": "0"}),
         "model_alignment_off": ({**settings, "tokenAlignment": False}, model_only),
     }
+    stdlib = Path(textwrap.__file__).parent
+    regions = [(stdlib / name, line, chars) for name, line, chars in REGIONS]
+    report["regions"] = [(str(p), line, chars) for p, line, chars in regions]
+    editing = {
+        "editing": (settings, True),
+        "editing_cross_file_off": ({**settings, "crossFileContext": False}, True),
+        "editing_prefetch_off": (settings, False),
+    }
     for name in args.sessions:
+        print(f"session {name} ...", flush=True)
+        if name in editing:
+            session_settings, prefetch = editing[name]
+            sessions[name] = asyncio.run(editing_session(regions, session_settings, {}, prefetch=prefetch,
+                                                         roots=[stdlib]))
+            continue
         session_settings, env = runs[name]
-        print(f"typing session {name} ...", flush=True)
         sessions[name] = asyncio.run(typing_session(path, args.start_line, args.chars, session_settings, env))
     report["sessions"] = sessions
     ratios = {"p50_ratio_reuse_on_over_off": ("model_reuse_on", "model_reuse_off"),
@@ -225,16 +354,26 @@ def main(argv: list[str] | None = None) -> int:
             report[key] = sessions[a]["p50_ms"] / sessions[b]["p50_ms"]
     if "model_reuse_on" in sessions and "model_alignment_off" in sessions:
         report["alignment_paired"] = paired(sessions["model_reuse_on"], sessions["model_alignment_off"])
-    if not args.skip_decode:
+    if "editing" in sessions and "editing_cross_file_off" in sessions:
+        report["model_p50_ratio_cross_file_on_over_off"] = (sessions["editing"]["model_p50_ms"]
+                                                            / sessions["editing_cross_file_off"]["model_p50_ms"])
+    if args.decode:
         print("decode speed: own loop vs transformers generate ...", flush=True)
         doc, offset, _ = session_script(path, args.start_line, args.chars)
         report["decode"] = decode_speed(model_dir, doc[max(0, offset - 3000):offset], args.decode_tokens)
 
     print()
-    print(f"{'session':<22}{'requests':>9}{'warm 1-line':>12}{'p50 ms':>9}{'p95 ms':>9}{'first ms':>10}")
+    print(f"{'session':<24}{'requests':>9}{'p50':>7}{'p95':>7}{'model':>7}{'m p50':>7}{'m p95':>7}"
+          f"{'accepts':>8}{'pf ready':>9}{'pf run':>7}{'multi':>6}{'>=2 items':>10}")
     for name, s in sessions.items():
-        print(f"{name:<22}{s['requests']:>9}{s['warm_single_line_requests']:>12}{s['p50_ms']:>9.0f}"
-              f"{s['p95_ms']:>9.0f}{s['first_completion_after_initialize_ms']:>10.0f}")
+        pf = s.get("prefetch") or {}
+        two = s.get("multi_line_two_or_more_items")
+        print(f"{name:<24}{s['requests']:>9}{s['p50_all_ms']:>7.0f}{s['p95_all_ms']:>7.0f}"
+              f"{s['model_path_requests']:>7}{s['model_p50_ms'] or 0:>7.0f}{s['model_p95_ms'] or 0:>7.0f}"
+              f"{s.get('accepts', 0):>8}{pf.get('ready', 0):>9}{pf.get('running', 0):>7}"
+              f"{s.get('multi_line_model_requests', 0):>6}{'' if two is None else f'{two:.0%}':>10}")
+    if "model_p50_ratio_cross_file_on_over_off" in report:
+        print(f"model-path p50, cross-file context on / off: {report['model_p50_ratio_cross_file_on_over_off']:.2f}")
     for key in ratios:
         if key in report:
             print(f"{key}: {report[key]:.2f}")
