@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tealtab.completion import crossfile, syntax
+from tealtab.completion import crossfile, imports, resolution, syntax
 from tealtab.completion.crossfile import Snippet, gather, render
 from tealtab.completion.project import OpenDocument, ProjectView, RecentEdit
 
@@ -140,8 +140,8 @@ from __future__ import annotations
 
 
 def test_python_import_bindings(parsing):
-    statements = crossfile._import_statements(PYTHON_IMPORTS, "python")
-    got = [(b.source, b.level, b.name, b.local) for b in crossfile._bindings(statements, "python", "python")]
+    statements = imports._import_statements(PYTHON_IMPORTS, "python")
+    got = [(b.source, b.level, b.name, b.local) for b in imports._bindings(statements, "python", "python")]
     assert got == [
         ("a.b", 0, None, "a.b"), ("a.b", 0, None, "c"), ("d", 0, None, "d"),
         ("a.b", 0, "x", "x"), ("a.b", 0, "y", "z"), ("", 1, "m", "m"), ("m", 1, "p", "p"), ("m", 1, "q", "r"),
@@ -165,8 +165,8 @@ const s = "import x from 'nothing'";
 
 
 def test_ecmascript_import_bindings(parsing):
-    statements = crossfile._import_statements(ECMA_IMPORTS, "ecmascript")
-    got = [(b.source, b.name, b.local) for b in crossfile._bindings(statements, "typescript", "ecmascript")]
+    statements = imports._import_statements(ECMA_IMPORTS, "ecmascript")
+    got = [(b.source, b.name, b.local) for b in imports._bindings(statements, "typescript", "ecmascript")]
     assert got == [
         ("./y", "x", "x"), ("./y", "y", "z"), ("../z", "default", "d"), ("./m", None, "ns"), ("./t", "T", "T"),
         ("./q", "default", "e"), ("./q", "f", "f"), ("./w", None, "w"), ("./w2", "a", "a"), ("./w2", "b", "c"),
@@ -358,13 +358,13 @@ def test_never_the_current_files_own_text(project):
 @pytest.fixture
 def reads(monkeypatch):
     seen: list[str] = []
-    real = crossfile._read
+    real = resolution._read
 
     def spy(path):
         seen.append(path)
         return real(path)
 
-    monkeypatch.setattr(crossfile, "_read", spy)
+    monkeypatch.setattr(resolution, "_read", spy)
     return seen
 
 
@@ -402,14 +402,14 @@ def test_the_current_files_folder_is_allowed_without_roots(tmp_path, reads):
 
 
 def test_at_most_max_files_are_read_per_call_and_parsed_files_are_cached(tmp_path, reads, monkeypatch):
-    monkeypatch.setattr(crossfile, "MAX_FILES", 10)
-    count = crossfile.MAX_FILES + 5
+    monkeypatch.setattr(resolution, "MAX_FILES", 10)
+    count = resolution.MAX_FILES + 5
     for i in range(count):
         write(tmp_path, f"m{i}.py", f"def f{i}():\n    pass\n")
     lines = "".join(f"from m{i} import f{i}\n" for i in range(count))
     view = ProjectView(path=str(write(tmp_path, "main.py", "")), roots=(str(tmp_path),))
     gather(lines, "", "python", view, max_snippets=100)
-    assert len(reads) == crossfile.MAX_FILES
+    assert len(reads) == resolution.MAX_FILES
     gather(lines, "", "python", view, max_snippets=100)  # the cached ones again, the next few
     assert len(reads) == count
     reads.clear()
