@@ -3,8 +3,10 @@ with the real server and the real built-in model.
 
 One code-server session serves the whole module (start-up and the first model load are the
 slow part); the checks run in order in it: the status bar says ready with the model, typing
-shows ghost text, Ctrl+Right takes a word and Tab the rest, the toggle turns completions
-off and on, choosing another model reloads
+shows ghost text, Ctrl+Right takes a word and Tab the rest (each followed by its accept
+notification, with the cursor position and document version, after the didChange that carries
+the text: the server command runs through lsp_recorder.py, which logs what the extension
+sends), the toggle turns completions off and on, choosing another model reloads
 with a progress notification, and a Python without tealtab gives an error that says how to
 install it.
 
@@ -38,6 +40,7 @@ pytestmark = [pytest.mark.builtin, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "vscode" / "drive.mjs"
+RECORDER = Path(__file__).resolve().parent / "lsp_recorder.py"
 DOCS_SCREENSHOT = ROOT / "docs" / "vscode-ghost-text.png"
 BUILTIN = "builtin:gemma-3-270m"
 # Seconds: the first completion on a busy 2-core machine can take tens of seconds.
@@ -146,13 +149,61 @@ class Driver:
             self._log.close()
 
 
+def _utf16_to_index(line: str, character: int) -> int:
+    """The code-point index in ``line`` of a UTF-16 column."""
+    units = 0
+    for index, char in enumerate(line):
+        if units >= character:
+            return index
+        units += 2 if ord(char) > 0xFFFF else 1
+    return len(line)
+
+
+def _offset(text: str, position: dict) -> int:
+    """The code-point offset in ``text`` of an LSP position (UTF-16, as VS Code sends them)."""
+    lines = text.split("\n")
+    if position["line"] >= len(lines):
+        return len(text)
+    before = sum(len(line) + 1 for line in lines[:position["line"]])
+    return before + _utf16_to_index(lines[position["line"]], position["character"])
+
+
+def replay(messages: list[dict], uri: str, upto: int) -> tuple[str | None, int | None]:
+    """The text and version of ``uri`` as the server has it after the messages before ``upto``."""
+    text, version = None, None
+    for message in messages[:upto]:
+        params = message.get("params") or {}
+        document = params.get("textDocument") or {}
+        if document.get("uri") != uri:
+            continue
+        if message.get("method") == "textDocument/didOpen":
+            text, version = document["text"], document["version"]
+        elif message.get("method") == "textDocument/didChange" and text is not None:
+            for change in params["contentChanges"]:
+                if change.get("range") is None:
+                    text = change["text"]
+                else:
+                    start, end = _offset(text, change["range"]["start"]), _offset(text, change["range"]["end"])
+                    text = text[:start] + change["text"] + text[end:]
+            version = document["version"]
+    return text, version
+
+
 class Session:
     """A running code-server with the extension, a page on it, and the sandbox's files."""
 
     def __init__(self, root: Path, drive: Driver, workspace: Path, user_data: Path, server_log: Path,
-                 cache: Path, converted: Path, logs: list[Path]) -> None:
+                 cache: Path, converted: Path, logs: list[Path], messages: Path) -> None:
         self.root, self.drive, self.workspace, self.user_data = root, drive, workspace, user_data
         self.server_log, self.cache, self.converted, self.logs = server_log, cache, converted, logs
+        self.messages = messages
+
+    def sent(self) -> list[dict]:
+        """Every message the extension sent to the server, in order (lsp_recorder.py's log)."""
+        if not self.messages.exists():
+            return []
+        lines = self.messages.read_text().splitlines()
+        return [json.loads(line)["message"] or {} for line in lines if line.strip()]
 
     def set_settings(self, where: str = "User", **changes) -> None:
         """Change a settings file (read again when the window reloads).
@@ -254,7 +305,10 @@ def vscode(tmp_path_factory):
     (user_data / "User" / "settings.json").write_text(json.dumps(_user_settings(), indent=2))
     # Machine-scoped settings of a remote window (see Session.set_settings).
     (user_data / "Machine").mkdir()
+    # The server runs behind lsp_recorder.py, which logs every message the extension sends.
+    messages = root / "client-messages.jsonl"
     (user_data / "Machine" / "settings.json").write_text(json.dumps({"tealtab.server.command": [
+        sys.executable, str(RECORDER), str(messages), "--",
         sys.executable, "-m", "tealtab.lsp.cli", "lsp", "--log-level", "info", "--log-file", str(server_log)]}))
 
     env = {
@@ -300,7 +354,7 @@ def vscode(tmp_path_factory):
         driver = Driver([tools["node"], str(DRIVER)],
                         {**env, "TEALTAB_NODE_MODULES": tools["node_path"], "CHROMIUM": str(chromium)}, driver_log)
         session = Session(root, driver, workspace, user_data, server_log, cache, converted,
-                          [code_log, driver_log])
+                          [code_log, driver_log], messages)
         driver("open", url=f"http://127.0.0.1:{port}/?folder={workspace}", profile=str(root / "chromium"),
                timeout=120)
         yield session
@@ -362,6 +416,32 @@ def test_ghost_text_word_accept_and_tab(vscode, tmp_path):
     assert events["show"]["languageId"] == "python" and events["show"]["model"] == BUILTIN
     assert events["partialAccept"]["kind"] == "word" and events["partialAccept"]["acceptedLength"] >= 1
     assert events["accept"]["length"] >= 1
+
+    # What the extension sent: each accept notification after the didChange with its text, the
+    # cursor after the accepted text (UTF-16) and the document's version then.
+    sent = vscode.sent()
+    uri = (vscode.workspace / "example.py").as_uri()
+    line_start = "    " + TYPED
+    for method in ("tealtab/didPartialAccept", "tealtab/didAccept"):
+        index = max((i for i, m in enumerate(sent) if m.get("method") == method), default=None)
+        assert index is not None, [m.get("method") for m in sent]
+        params = sent[index]["params"]
+        assert params["uri"] == uri and params["languageId"] == "python", params
+        assert {"index", "count", "length", "acceptedLength", "latencyMs"} <= set(params), params
+        assert isinstance(params.get("version"), int) and set(params.get("position") or {}) == {"line", "character"}, params
+        text, version = replay(sent, uri, index)
+        assert version == params["version"], (method, version, params)
+        changes = [i for i, m in enumerate(sent[:index]) if m.get("method") == "textDocument/didChange"
+                   and m["params"]["textDocument"]["version"] == params["version"]]
+        assert changes, (method, params)
+        before_cursor = text[:_offset(text, params["position"])]
+        if method == "tealtab/didAccept":
+            assert params["acceptedLength"] == params["length"]
+            assert before_cursor.endswith(line_start + shown), (before_cursor[-200:], shown, params)
+        else:
+            assert params["kind"] == "word"
+            accepted = shown[:params["acceptedLength"]]
+            assert before_cursor.endswith(line_start + accepted), (before_cursor[-200:], accepted, params)
 
 
 def test_toggle_turns_completions_off_and_on(vscode):

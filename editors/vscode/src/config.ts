@@ -5,7 +5,7 @@
  * `workspace/didChangeConfiguration` as `{"settings": {"tealtab": {...}}}`. A later object is
  * applied on top of the earlier one and `null` resets a key, so the extension always sends every
  * server key, with `null` where the user left the server's default. Keys the server does not know
- * (`debounce`, `server.*`) stay here: it would report them as unknown.
+ * (`debounce`, `adaptiveDebounce`, `server.*`) stay here: it would report them as unknown.
  */
 import * as vscode from 'vscode';
 
@@ -14,7 +14,7 @@ export const SECTION = 'tealtab';
 /** The keys the server accepts (lsp/settings.py `_KEYS`), in its camelCase spelling. */
 export const SERVER_KEYS = [
   'model', 'device', 'quantization', 'sparsity', 'candidates', 'maxNewTokens', 'temperature',
-  'tokenAlignment', 'contextTokens', 'enable', 'languages',
+  'tokenAlignment', 'contextTokens', 'enable', 'languages', 'crossFileContext', 'timeBudgetMs',
 ] as const;
 
 /**
@@ -55,10 +55,15 @@ export function enabledFor(languageId: string): boolean {
   return languages[languageId] !== false;
 }
 
-/** Milliseconds to wait after the last keystroke before asking the server. */
+/** The user's debounce: milliseconds to wait after the last keystroke before asking the server (the adaptive debounce's cap). */
 export function debounceMs(): number {
   const value = section().get<number>('debounce', 150);
   return typeof value === 'number' && value >= 0 ? Math.min(value, 2000) : 150;
+}
+
+/** Whether the debounce adapts to the server's measured latency (debounce.ts), with `debounceMs()` as its cap. */
+export function adaptiveDebounce(): boolean {
+  return section().get<boolean>('adaptiveDebounce', true) !== false;
 }
 
 export interface ServerConfig {

@@ -19,10 +19,15 @@ class Controller implements vscode.Disposable {
   readonly status = new StatusBar();
   readonly progress = new LoadProgress(() => this.status.refreshSoon(100));
   readonly inline = new InlineCompletions(() => this.client, () => this.status.refreshSoon());
+
   private client: LanguageClient | undefined;
   private lastLoadKey = loadKey();
   /** Start/stop/restart run one after the other, never interleaved. */
   private queue: Promise<void> = Promise.resolve();
+
+  constructor() {
+    this.status.setDebounceInfo(() => this.inline.describeDebounce());
+  }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
     this.queue = this.queue.then(step, step);
@@ -48,9 +53,11 @@ class Controller implements vscode.Disposable {
       this.fail(problem);
       return;
     }
+    this.inline.reset();
     const client = createClient(launch, this.output, {
       provideInlineCompletionItems: this.inline.middleware,
       handleWorkDoneProgress: this.progress.middleware,
+      ...this.inline.sync.middleware,
     });
     this.client = client;
     this.lastLoadKey = loadKey();
@@ -105,6 +112,7 @@ class Controller implements vscode.Disposable {
     const key = loadKey(settings);
     if (key !== this.lastLoadKey) {
       this.lastLoadKey = key;
+      this.inline.debounce.reset(); // another model answers at another speed
       this.output.info(`model settings changed: ${key}; the server reloads (the current model answers meanwhile)`);
     }
     void this.client.sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: settings } });
@@ -134,6 +142,7 @@ export function activate(context: vscode.ExtensionContext): void {
   register('tealtab.menu', () => commands.menu(ctl.status.summary()));
   register('tealtab.acceptNextWord', () => ctl.inline.acceptPart('word'));
   register('tealtab.acceptNextLine', () => ctl.inline.acceptPart('line'));
+  // Not in package.json's commands, so not in the Command Palette: only the items carry it.
   register(ACCEPTED_COMMAND, (params: AcceptParams) => ctl.inline.accepted(params));
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration((event) => ctl.onConfigurationChanged(event)));
   void ctl.start();

@@ -62,6 +62,7 @@ export class StatusBar implements vscode.Disposable {
   private last: ServerStatus | undefined;
   private shown: Shown = 'starting';
   private problem: string | undefined;
+  private debounceInfo: () => string | undefined = () => undefined;
 
   constructor() {
     this.item = vscode.window.createStatusBarItem('tealtab.status', vscode.StatusBarAlignment.Right, 100);
@@ -79,6 +80,11 @@ export class StatusBar implements vscode.Disposable {
     this.shown = 'starting';
     this.render();
     this.schedule(0);
+  }
+
+  /** Where the tooltip's debounce line comes from (the adaptive debounce lives with the inline completions). */
+  setDebounceInfo(describe: () => string | undefined): void {
+    this.debounceInfo = describe;
   }
 
   /** No server runs; `problem` says why (shown in the tooltip and the menu). */
@@ -178,6 +184,10 @@ export class StatusBar implements vscode.Disposable {
       if (sparsity) {
         lines.push(sparsity);
       }
+    }
+    const debounce = this.debounceInfo();
+    if (debounce) {
+      lines.push(debounce.replace(/^debounce /, 'debounce: '));
     }
     const error = this.problem ?? status?.error;
     if (error) {

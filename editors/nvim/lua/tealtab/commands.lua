@@ -34,6 +34,7 @@ function M.format_status(status)
   if type(status.error) == 'string' then
     parts[#parts + 1] = 'error: ' .. status.error
   end
+  parts[#parts + 1] = require('tealtab.debounce').describe()
   if not require('tealtab.completion').enabled then
     parts[#parts + 1] = '(off in this editor)'
   end

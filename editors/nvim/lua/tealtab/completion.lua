@@ -5,8 +5,15 @@
 --- was sent (stale). Candidates are kept relative to the cursor: `text` is
 --- what the ghost text shows, `after` the text after the cursor that the
 --- item's range replaces.
+---
+--- Automatic requests wait the adaptive debounce (tealtab.debounce); the
+--- answered ones feed its latency estimate. Accepting sends
+--- `tealtab/didAccept` / `tealtab/didPartialAccept` after the insertion, with
+--- the cursor `position` and the buffer `version` it ended at: the server may
+--- start on the next completion there (prefetch).
 
 local config = require('tealtab.config')
+local debounce = require('tealtab.debounce')
 local ghost = require('tealtab.ghost')
 local server = require('tealtab.server')
 
@@ -16,7 +23,7 @@ local has_011 = vim.fn.has('nvim-0.11') == 1
 local M = {}
 
 ---Counters, for `:TealTab status` and tests.
-M.stats = { requests = 0, responses = 0, stale = 0, shown = 0, accepted = 0 }
+M.stats = { requests = 0, responses = 0, stale = 0, shown = 0, accepted = 0, measured = 0 }
 
 ---@class tealtab.Candidate
 ---@field text string what follows the cursor (shown as ghost text)
@@ -58,22 +65,46 @@ local function cursor()
   return pos[1], pos[2]
 end
 
-local function report(method, bufnr, st, extra)
+---The params of a notification about the candidate on screen (nil when none or when not logging).
+local function report_params(bufnr, st, extra)
   if not config.options.log_acceptance then
-    return
+    return nil
   end
-  local client = server.client(bufnr)
   local cand = st.candidates and st.candidates[st.index]
-  if not client or not cand then
-    return
+  if not cand then
+    return nil
   end
-  server.notify(client, method, vim.tbl_extend('force', {
+  return vim.tbl_extend('force', {
     uri = vim.uri_from_bufnr(bufnr),
     languageId = vim.bo[bufnr].filetype,
     index = cand.index,
     count = #st.candidates,
     length = vim.fn.strchars(cand.text),
-  }, extra or {}))
+  }, extra or {})
+end
+
+local function report(method, bufnr, st, extra)
+  local params = report_params(bufnr, st, extra)
+  local client = params and server.client(bufnr)
+  if client then
+    server.notify(client, method, params)
+  end
+end
+
+---Send an accept notification once the accepted text is in the buffer and the cursor after it:
+---`position` is that cursor (in the client's position encoding) and `version` the buffer's
+---LSP version (the one of the didChange that carries the insertion). `client:notify()` flushes
+---the client's pending (debounced) didChange first, so the server has the text at `position`
+---when this arrives.
+local function report_accept(method, bufnr, params)
+  local client = params and server.client(bufnr)
+  if not client or api.nvim_get_current_buf() ~= bufnr then
+    return
+  end
+  local encoding = client.offset_encoding or 'utf-16'
+  params.position = vim.lsp.util.make_position_params(0, encoding).position
+  params.version = vim.lsp.util.buf_versions[bufnr]
+  server.notify(client, method, params)
 end
 
 ---Byte column of an LSP position in `bufnr`.
@@ -168,8 +199,9 @@ function M.clear(bufnr)
   ghost.hide(bufnr)
 end
 
-local function on_response(bufnr, seq, tick, row, col, started, encoding, err, result)
+local function on_response(bufnr, seq, tick, row, col, started, encoding, automatic, err, result)
   M.stats.responses = M.stats.responses + 1
+  local latency_ms = (vim.uv.hrtime() - started) / 1e6
   if not api.nvim_buf_is_valid(bufnr) then
     return
   end
@@ -177,6 +209,11 @@ local function on_response(bufnr, seq, tick, row, col, started, encoding, err, r
   if seq ~= st.seq then
     M.stats.stale = M.stats.stale + 1 -- a newer request was sent, or the state was cleared
     return
+  end
+  if automatic and not err then
+    -- Answered, neither cancelled nor superseded: a measurement of the server's latency.
+    debounce.record(latency_ms)
+    M.stats.measured = M.stats.measured + 1
   end
   st.pending = nil
   local now_row, now_col = cursor()
@@ -196,7 +233,7 @@ local function on_response(bufnr, seq, tick, row, col, started, encoding, err, r
   end
   st.candidates, st.index, st.shown = cands, 1, {}
   st.row, st.col, st.tick = row, col, tick
-  st.latency_ms = (vim.uv.hrtime() - started) / 1e6
+  st.latency_ms = latency_ms
   render(bufnr, st)
 end
 
@@ -224,14 +261,20 @@ function M.request(bufnr, invoked)
   local started = vim.uv.hrtime()
   M.stats.requests = M.stats.requests + 1
   local ok, id = server.request(client, 'textDocument/inlineCompletion', params, function(err, result)
-    on_response(bufnr, seq, tick, row, col, started, encoding, err, result)
+    on_response(bufnr, seq, tick, row, col, started, encoding, not invoked, err, result)
   end, bufnr)
   if ok and id then
     st.pending = { client = client, id = id }
   end
 end
 
----Request after `debounce_ms` without typing.
+---The wait before an automatic request now (adaptive, at most `debounce_ms`).
+---@return integer
+function M.debounce_ms()
+  return debounce.current()
+end
+
+---Request after the debounce without typing.
 ---@param bufnr integer
 function M.schedule(bufnr)
   if not M.enabled or not config.options.auto_trigger then
@@ -240,7 +283,7 @@ function M.schedule(bufnr)
   local st = state(bufnr)
   st.timer = st.timer or vim.uv.new_timer()
   st.timer:stop()
-  st.timer:start(config.options.debounce_ms, 0, vim.schedule_wrap(function()
+  st.timer:start(debounce.current(), 0, vim.schedule_wrap(function()
     M.request(bufnr)
   end))
 end
@@ -333,15 +376,17 @@ function M.accept(kind, bufnr)
     piece = M.next_line(cand.text)
   end
   M.stats.accepted = M.stats.accepted + 1
+  local latency = st.latency_ms and math.floor(st.latency_ms + 0.5) or nil
   if piece == cand.text then
-    report('tealtab/didAccept', bufnr, st, { acceptedLength = vim.fn.strchars(piece) })
+    local params = report_params(bufnr, st, { acceptedLength = vim.fn.strchars(piece), latencyMs = latency })
     M.clear(bufnr)
     -- After our own edit the state is clean: the next edit requests again.
     st.row, st.col = insert(bufnr, st, piece, cand.after)
     st.tick = api.nvim_buf_get_changedtick(bufnr)
+    report_accept('tealtab/didAccept', bufnr, params)
     return true
   end
-  report('tealtab/didPartialAccept', bufnr, st, { kind = kind, acceptedLength = vim.fn.strchars(piece) })
+  local params = report_params(bufnr, st, { kind = kind, acceptedLength = vim.fn.strchars(piece), latencyMs = latency })
   -- Keep the candidates that agree with what was accepted, minus that part.
   local kept, index = {}, 1
   for i, other in ipairs(st.candidates) do
@@ -355,6 +400,7 @@ function M.accept(kind, bufnr)
   ghost.hide(bufnr)
   st.row, st.col = insert(bufnr, st, piece, '')
   st.tick = api.nvim_buf_get_changedtick(bufnr)
+  report_accept('tealtab/didPartialAccept', bufnr, params)
   st.candidates, st.index = kept, index
   render(bufnr, st)
   return true

@@ -14,7 +14,8 @@ local M = {}
 ---@field cmd string[] Command that starts the server (default `{ "tealtab", "lsp" }`).
 ---@field filetypes string[] Filetypes the server is started for.
 ---@field settings table<string, any> Server settings (`model`, `device`, `candidates`, ...), see |tealtab-settings|.
----@field debounce_ms integer Delay after the last keystroke before a request.
+---@field debounce_ms integer Delay after the last keystroke before a request (the upper bound with `adaptive_debounce`).
+---@field adaptive_debounce boolean Shorten the delay when the server answers fast (|tealtab-debounce|).
 ---@field auto_trigger boolean Request automatically while typing.
 ---@field keymaps tealtab.Keymaps Insert-mode keys (buffer-local); `false` disables one.
 ---@field hl_group string Highlight group of the ghost text.
@@ -30,6 +31,7 @@ M.defaults = {
   },
   settings = {},
   debounce_ms = 150,
+  adaptive_debounce = true,
   auto_trigger = true,
   keymaps = {
     accept = '<M-l>',
@@ -79,6 +81,10 @@ function M.validate(opts)
   check('filetypes', opts.filetypes, string_list, true)
   check('settings', opts.settings, 'table', true)
   check('debounce_ms', opts.debounce_ms, 'number', true)
+  if type(opts.debounce_ms) == 'number' and opts.debounce_ms < 0 then
+    error('tealtab: debounce_ms must be 0 or more')
+  end
+  check('adaptive_debounce', opts.adaptive_debounce, 'boolean', true)
   check('auto_trigger', opts.auto_trigger, 'boolean', true)
   check('keymaps', opts.keymaps, 'table', true)
   check('hl_group', opts.hl_group, 'string', true)

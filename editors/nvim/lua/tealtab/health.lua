@@ -127,6 +127,7 @@ function M.check()
     end
   end
 
+  health.info(require('tealtab.debounce').describe())
   local server = require('tealtab.server')
   if server.client() then
     health.ok('a tealtab server is running')

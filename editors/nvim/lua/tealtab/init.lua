@@ -153,6 +153,7 @@ end
 ---@param name string
 function M.set_model(name)
   require('tealtab.config').options.settings.model = name
+  require('tealtab.debounce').reset() -- another model answers at another speed
   require('tealtab.server').push_settings()
 end
 

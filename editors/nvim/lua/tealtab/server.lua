@@ -104,6 +104,7 @@ end
 ---Stop the server and start it again for every buffer it served.
 ---@param on_done? fun(client_id: integer?)
 function M.restart(on_done)
+  require('tealtab.debounce').reset()
   local buffers = {}
   for _, client in ipairs(vim.lsp.get_clients({ name = M.name })) do
     for bufnr in pairs(client.attached_buffers) do
