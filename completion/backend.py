@@ -61,6 +61,8 @@ class GenerationRequest:
     stop: StopCheck | None = None
     # time.monotonic() value after which decoding stops and returns what it has.
     deadline: float | None = None
+    # Seconds of decoding after the prefill, after which it stops likewise (finish "deadline").
+    decode_budget_s: float | None = None
     # Set by the caller (a newer request, $/cancelRequest) to abandon the work.
     cancel: threading.Event | None = None
     # Whether the engine may reuse the KV cache of the previous request's prompt.

@@ -54,6 +54,8 @@ class CompletionRequest:
     temperature: float = 0.2
     context_tokens: int | None = None
     deadline: float | None = None  # time.monotonic()
+    # Milliseconds of decoding (after the prefill) before the answer is cut at a line boundary.
+    time_budget_ms: float | None = None
     cancel: threading.Event | None = None
     request_id: str = ""  # for log lines
     reuse_prefix: bool = True
@@ -140,8 +142,12 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     snippets: list = []
     if request.cross_file and request.project is not None:
         # A fixed share of the budget, so that the prompt's start stays put while the user types.
-        lead_ids, snippets = cross_file_ids(backend, fmt, prefix, suffix, request.language_id, request.project,
-                                            int(budget * CROSS_FILE_SHARE))
+        try:
+            lead_ids, snippets = cross_file_ids(backend, fmt, prefix, suffix, request.language_id, request.project,
+                                                int(budget * CROSS_FILE_SHARE))
+        except Exception:  # context from other files is a help: never a reason to fail the request
+            logger.exception("[%s] context from other files failed; completing without it", rid)
+            lead_ids, snippets = [], []
         budget -= len(lead_ids)
     # Prefix-only models never see the suffix: the whole budget goes to the prefix.
     context = build_context(prompt_prefix, suffix if fmt.fim else "", backend.tokenize, budget, lead=fmt.prefix_lead)
@@ -181,6 +187,7 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         temperature=request.temperature,
         stop=aligned_stop(generation_stop, removed),
         deadline=request.deadline,
+        decode_budget_s=None if request.time_budget_ms is None else request.time_budget_ms / 1000,
         cancel=request.cancel,
         reuse_prefix=request.reuse_prefix,
         stop_token_ids=fmt.stop_ids,

@@ -14,6 +14,7 @@ batched host sync resumes once every candidate is free.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from array import array
@@ -98,19 +99,23 @@ def constrain(logits: torch.Tensor, allowed: list[Sequence[int] | None]) -> torc
 
 
 BRANCH_TOP_K = 64
-# Generated tokens after which candidates branch even where the greedy token is blank.
-BRANCH_WAIT = 4
+# A candidate branches off the greedy one where the greedy row's next most likely
+# distinct token has at least this probability; failing that, the remaining
+# candidates branch at generated token FORCE_BRANCH on the best alternatives.
+BRANCH_PROB = 0.1
+FORCE_BRANCH = 6
 
 
 def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]
                  ) -> tuple[list[int], list[float]]:
-    """Up to ``n`` first tokens for n candidates from one row of logits [V].
+    """Up to ``n`` tokens for one position from one row of logits [V], best first.
 
-    Pick 0 is the argmax (the greedy candidate). The others are the next most
-    likely tokens whose text, spaces stripped, differs from every earlier
-    pick's: two candidates that start with " foo" and "foo" would be the same
-    suggestion once the editor shows them. Stop tokens, tokens without text
-    and whitespace-only tokens never start a branch. Returns (tokens, logprobs).
+    Pick 0 is the argmax (the greedy candidate's token). The others are the
+    next most likely tokens whose text, spaces stripped, differs from every
+    earlier pick's: two candidates that start with " foo" and "foo" would be
+    the same suggestion once the editor shows them. Stop tokens, tokens
+    without text and whitespace-only tokens are never alternatives. Returns
+    (tokens, logprobs).
     """
     k = min(BRANCH_TOP_K, logits.shape[-1])
     top, order = logits.topk(k)
@@ -130,13 +135,14 @@ def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop
     return picks, lps
 
 
-def branchable(token: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]) -> bool:
-    """Whether candidates may branch at ``token``: it ends nothing and has visible text.
-
-    While the greedy token is whitespace (a newline, indentation) every
-    candidate takes it: alternatives there would differ only in layout.
-    """
-    return token not in stop_ids and token < len(vocabulary) and bool(vocabulary[token].strip())
+def branch_choices(logits: torch.Tensor, room: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int],
+                   force: bool) -> tuple[list[int], list[float]]:
+    """The alternatives to the greedy token that start new candidates here (at most ``room``):
+    those of :func:`branch_picks` at or above BRANCH_PROB, or the best ones when ``force``."""
+    picks, lps = branch_picks(logits, room + 1, vocabulary, stop_ids)
+    alts = [(t, lp) for t, lp in zip(picks[1:], lps[1:])
+            if force or BRANCH_PROB <= 0 or lp >= math.log(BRANCH_PROB)]
+    return [t for t, _ in alts], [lp for _, lp in alts]
 
 
 class Generator:
@@ -217,15 +223,15 @@ class Generator:
         a shared head, already in the prompt KV, without a decode step each.
 
         Branching (``req.branch``, n > 1): the walk follows the greedy token;
-        where it leaves the draft (or after the draft), candidate i starts
-        from the i-th pick of :func:`branch_picks` when the greedy token is
-        :func:`branchable`; otherwise a single row goes on and the decode loop
-        branches later (``pending``). Sampling (no branching): step j samples
-        all n candidates (under the constraint) and the first step where one
-        left the draft gives every candidate its first token.
+        where it leaves the draft (or after the draft) the greedy candidate
+        takes its token, and :func:`branch_choices` may start others on the
+        likely alternatives there; the decode loop starts the rest later.
+        Sampling (no branching): step j samples all n candidates (under the
+        constraint) and the first step where one left the draft gives every
+        candidate its first token.
 
         Returns (head length, tokens [k], logprobs [k], head logprob, state,
-        allowed, pending), k <= n the rows that start decoding.
+        allowed), k <= n the rows that start decoding.
         """
         constraint = req.constraint
         state = constraint.start() if constraint is not None else None
@@ -245,16 +251,13 @@ class Generator:
                     state = constraint.advance(state, top)
                     j += 1
                     continue
-                if branchable(top, vocabulary, stop_ids):
-                    picks, lps = branch_picks(logits, n, vocabulary, stop_ids)
-                    return (j, torch.tensor(picks, device=dev), torch.tensor(lps, device=dev), head_lp, state,
-                            allowed, False)
-                return (j, torch.tensor([top], device=dev), torch.tensor([top_lp], device=dev), head_lp, state,
-                        allowed, True)
+                alts, lps = branch_choices(logits, n - 1, vocabulary, stop_ids, force=False)
+                return (j, torch.tensor([top] + alts, device=dev), torch.tensor([top_lp] + lps, device=dev),
+                        head_lp, state, allowed)
             logits = self._row_logits(tail_hidden[j], allowed, n)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen)
             if j == len(draft) or not bool((tokens == draft[j]).all()):
-                return j, tokens, logprobs, head_lp, state, allowed, False
+                return j, tokens, logprobs, head_lp, state, allowed
             head_lp += float(logprobs[0])
             state = constraint.advance(state, draft[j])
             j += 1
@@ -306,15 +309,23 @@ class Generator:
         if logits is None:
             result.cancelled = True
             return result
+        deadline = req.deadline
+        if req.decode_budget_s is not None:
+            # The budget counts decoding only: a long prefill (a new file, a moved
+            # prompt start) must not leave the request without an answer.
+            decode_deadline = time.monotonic() + req.decode_budget_s
+            deadline = decode_deadline if deadline is None else min(deadline, decode_deadline)
 
         # Per-candidate constraint states (token alignment); the constrained
         # phase needs every token on the host before the next step's mask.
-        m, tokens, logprobs, head_lp, state, first_allowed, unbranched = self._first_tokens(
-            logits, draft, n, req, gen, stop_ids)
-        vocabulary = self.tokenizer.vocabulary() if unbranched else []
-        # Candidates that exist so far: all n, or the rows of the branch; one while it is pending.
+        m, tokens, logprobs, head_lp, state, first_allowed = self._first_tokens(logits, draft, n, req, gen, stop_ids)
+        # Candidates that exist so far: all n when sampling; with branching the greedy one and those
+        # branched off it, more as the greedy row meets likely alternatives (branch_choices).
         spawned = int(tokens.shape[0])
-        branched_at: int | None = None if unbranched else (0 if req.branch and n > 1 else None)
+        branching = req.branch and n > 1
+        vocabulary = self.tokenizer.vocabulary() if branching else []
+        # The generated-token index at which each candidate left the greedy one.
+        branched_at: list[int] = [0] * (spawned - 1)
         greedy_done: int | None = None  # step at which the greedy candidate finished
         # The draft tokens every candidate kept are part of the prompt from here
         # on (their KV is already there) and of every candidate's text.
@@ -344,7 +355,8 @@ class Generator:
             pending.append((tokens, logprobs))
             last = step == max_new - 1
             constrained = any(a is not None for a in allowed)
-            if len(pending) >= self.sync_every or last or constrained or unbranched:
+            growing = branching and spawned < n
+            if len(pending) >= self.sync_every or last or constrained or growing:
                 host_tokens = torch.stack([t for t, _ in pending]).tolist()
                 host_lps = torch.stack([lp for _, lp in pending]).tolist()
                 pending = []
@@ -366,7 +378,7 @@ class Generator:
                     result.cancelled = True
                     finish = [f or "cancelled" for f in finish]
                     break
-                if req.deadline is not None and time.monotonic() > req.deadline:
+                if deadline is not None and time.monotonic() > deadline:
                     finish = [f or "deadline" for f in finish]
                     break
                 live = [r for r, i in enumerate(rows) if finish[i] is None]
@@ -385,26 +397,25 @@ class Generator:
             logits = self.decoder(tokens, prompt_len, step)
             if any(a is not None for a in allowed):
                 logits = constrain(logits, allowed)
-            if unbranched:
-                # One row so far: the candidates are identical until the greedy token has text.
-                top = int(logits[0].argmax())
-                # Branch at a token with text, or after BRANCH_WAIT blank ones all the same
-                # (a greedy candidate that stays blank leaves the others to say something).
-                if branchable(top, vocabulary, stop_ids) or step + 1 >= BRANCH_WAIT:
-                    picks, lps = branch_picks(logits[0], n, vocabulary, stop_ids)
-                    spawned, unbranched, branched_at = len(picks), False, step + 1
-                    for i in range(1, spawned):
-                        # The shared tokens' KV (slots 0..step) and text become each branch's own.
-                        cache.copy_candidate(0, i, step + 1)
-                        generated[i], scores[i] = list(generated[0]), scores[0]
-                    rows = list(range(spawned))
-                    states = [states[0]] * spawned if constraint is not None else []
-                    allowed = [allowed[0]] * spawned if constraint is not None else []
-                    tokens = torch.tensor(picks, device=dev)
-                    logprobs = torch.tensor(lps, device=dev)
-                    steps += 1
-                    continue
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen, greedy_first=rows[0] == 0)
+            if growing and rows[0] == 0 and finish[0] is None:
+                alts, lps = branch_choices(logits[0], n - spawned, vocabulary, stop_ids,
+                                           force=step + 1 >= FORCE_BRANCH)
+                for t, lp in zip(alts, lps):
+                    # A new candidate: the greedy one's tokens so far (their KV, slots 0..step,
+                    # copied to the new row), then the alternative.
+                    i, r = spawned, len(rows)
+                    cache.copy_candidate(0, r, step + 1)
+                    generated[i], scores[i] = list(generated[0]), scores[0]
+                    rows.append(i)
+                    if constraint is not None:
+                        states.append(states[0])
+                        allowed.append(allowed[0])
+                    spawned += 1
+                    branched_at.append(step + 1)
+                if alts:
+                    tokens = torch.cat([tokens, torch.tensor(alts, device=dev)])
+                    logprobs = torch.cat([logprobs, torch.tensor(lps, device=dev, dtype=logprobs.dtype)])
             steps += 1
         t2 = time.perf_counter()
         if fed0 is None:
@@ -421,7 +432,8 @@ class Generator:
         result.decode_ms = (t2 - t1) * 1000
         result.decode_steps = steps
         result.stats = {"kv_bytes": cache.nbytes(prompt_len, n, steps + 1), "n": n, "draft_kept": m,
-                        "candidates": spawned, "branched_at": branched_at, "greedy_done": greedy_done}
+                        "candidates": spawned, "branched_at": branched_at if branching else None,
+                        "greedy_done": greedy_done}
         log.debug("prefill %d (+%d reused) in %.1f ms, %d decode steps in %.1f ms",
                   prompt_len - reused, reused, result.prefill_ms, steps, result.decode_ms)
         return result

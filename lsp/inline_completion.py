@@ -42,11 +42,11 @@ def _as_insertion(item, text: str, offset: int) -> str:
 
 
 def completion_request(server: TealtabServer, uri: str, language_id: str, text: str, offset: int,
-                       cancel, request_id: str, started: float):
+                       cancel, request_id: str):
     """The pipeline's request for ``text`` at ``offset`` under the current settings.
 
-    ``started`` (time.monotonic()) starts the time budget: decoding stops
-    ``timeBudgetMs`` after it and the answer is cut at a line boundary.
+    Decoding stops ``timeBudgetMs`` after it starts (the prompt's prefill is
+    not counted) and the answer is cut at a line boundary.
     """
     from tealtab.completion.pipeline import CompletionRequest
 
@@ -59,7 +59,7 @@ def completion_request(server: TealtabServer, uri: str, language_id: str, text: 
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         context_tokens=settings.context_tokens,
-        deadline=started + settings.time_budget_ms / 1000,
+        time_budget_ms=settings.time_budget_ms,
         cancel=cancel,
         request_id=request_id,
         token_alignment=settings.token_alignment,
@@ -129,9 +129,8 @@ async def inline_completion(
             if inflight.cancel.is_set():
                 log.info("superseded before generation")
                 return _empty()
-            # The time budget starts now: waiting for a model to load is not the request's own time.
             request = completion_request(server, uri, document.language_id, text, offset, inflight.cancel,
-                                         inflight.request_id, time.monotonic())
+                                         inflight.request_id)
             outcome = await asyncio.wrap_future(server.worker.complete(request))
     except asyncio.CancelledError:
         inflight.cancel.set()

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +76,7 @@ class Prefetcher:
         self.discard(uri)
         cancel = threading.Event()
         request_id = f"p{next(self._numbers)}"
-        request = completion_request(server, uri, document.language_id, text, offset, cancel, request_id,
-                                     time.monotonic())
+        request = completion_request(server, uri, document.language_id, text, offset, cancel, request_id)
         future = asyncio.wrap_future(server.worker.complete(request))
         self._entries[uri] = Prefetched(text, offset, (server.model_name, settings), future, cancel)
         self.counts["started"] += 1

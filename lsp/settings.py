@@ -40,7 +40,7 @@ class Settings:
     enable: bool = True
     # Context from other files (open documents, recent edits, imported definitions) in the prompt.
     cross_file_context: bool = True
-    # Milliseconds after the request's arrival at which decoding stops; the answer is
+    # Milliseconds of decoding (after the prefill) after which it stops; the answer is
     # cut at a line boundary (like llama.vim's t_max_predict_ms).
     time_budget_ms: int = 1000
     # languageId -> enabled; a language not listed is enabled.

@@ -187,3 +187,63 @@ def test_candidates_are_cut_where_they_write_a_path_header():
     cands = [Candidate("x = 1\n# path: other.py\nimport os", [1]), Candidate("# path: a.py", [1]),
              Candidate("y = 2", [1])]
     assert [c.text for c in cut_at_line(cands, "# path:")] == ["x = 1", "", "y = 2"]
+
+
+def test_a_failing_cross_file_context_leaves_the_request_without_it(fake, monkeypatch, caplog):
+    import tealtab.completion.crossfile as crossfile
+    from tealtab.completion.project import ProjectView
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(crossfile, "gather", broken)
+    fake.outputs = [("1", -0.1)]
+    with caplog.at_level(logging.ERROR, logger="tealtab.completion"):
+        out = complete(fake, request("x = |", project=ProjectView(path="/p/a.py", roots=("/p",))))
+    assert [i.insert_text for i in out.items] == ["1"] and out.cross_file_tokens == 0
+    assert "context from other files failed" in caplog.text
+
+
+def _project(tmp_path):
+    from tealtab.completion.project import ProjectView
+
+    (tmp_path / "util.py").write_text('def helper(x):\n    """Double x."""\n    return 2 * x\n')
+    main = tmp_path / "main.py"
+    return main, ProjectView(path=str(main), roots=(str(tmp_path),))
+
+
+def test_repository_format_leads_the_prompt_and_holds_while_typing(fake, tmp_path):
+    main, project = _project(tmp_path)
+    fake.specials = {**fake.specials, "<|repo_name|>": 10, "<|file_sep|>": 11}
+    doc = "from util import helper\n\ny = helper(3)\nz = hel|"
+    fake.outputs = [("per(4)", -0.1)]
+    out = complete(fake, request(doc, project=project))
+    ids = fake.requests[0].prompt_ids
+    repo, sep = fake.specials["<|repo_name|>"], fake.specials["<|file_sep|>"]
+    text = "".join(chr(i - CHAR_BASE) if i >= CHAR_BASE else f"<{i}>" for i in ids)
+    # <|repo_name|>folder, <|file_sep|>util.py with the definition, <|file_sep|>main.py, then the FIM prompt.
+    assert ids[0] == repo and ids.count(sep) == 2
+    assert "util.py\ndef helper(x):" in text and "main.py\n" in text
+    assert text.index("def helper") < text.index("main.py") < text.index("from util import helper")
+    assert out.cross_file_snippets == 1 and out.cross_file_tokens == ids.index(fake.specials["<|fim_prefix|>"])
+    # One more character typed: the lead (context from other files) is the same tokens.
+    complete(fake, request(doc.replace("hel|", "help|"), project=project))
+    lead = out.cross_file_tokens
+    assert fake.requests[1].prompt_ids[:lead] == ids[:lead]
+
+
+def test_commented_headers_without_a_repository_format(tmp_path):
+    main, project = _project(tmp_path)
+    backend = FakeBackend(family="gemma3", specials={})
+    backend.outputs = [("per(4)", -0.1)]
+    complete(backend, request("from util import helper\n\nz = hel|", project=project))
+    text = "".join(chr(i - CHAR_BASE) for i in backend.requests[0].prompt_ids)
+    assert text.startswith("# path: util.py\ndef helper(x):")
+    assert "# path: main.py\nfrom util import helper" in text
+
+
+def test_cross_file_context_off_or_without_a_project(fake, tmp_path):
+    main, project = _project(tmp_path)
+    fake.outputs = [("per(4)", -0.1)]
+    out = complete(fake, request("from util import helper\nz = hel|", project=project, cross_file=False))
+    assert out.cross_file_tokens == 0 and fake.requests[0].prompt_ids[0] == fake.specials["<|fim_prefix|>"]

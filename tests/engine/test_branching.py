@@ -15,7 +15,7 @@ import torch
 
 from tealtab.completion.backend import GenerationRequest
 from tealtab.engine import generate as generate_module
-from tealtab.engine.generate import branch_picks, branchable
+from tealtab.engine.generate import branch_choices, branch_picks
 from tealtab.engine.kv_cache import PromptAttention
 from tealtab.engine.loading import load_backend
 
@@ -52,8 +52,6 @@ def test_picks_skip_stops_blank_and_same_text_tokens():
     # " foo" is "foo" on screen, "  " and "" have no text, "bar" is a stop token.
     assert picks == [0, 5]
     assert lps[0] == pytest.approx(float(torch.log_softmax(logits, -1)[0]))
-    assert branchable(0, vocabulary, frozenset()) and not branchable(2, vocabulary, frozenset())
-    assert not branchable(4, vocabulary, frozenset({4}))
 
 
 def test_picks_stop_at_masked_tokens():
@@ -62,57 +60,47 @@ def test_picks_stop_at_masked_tokens():
     assert branch_picks(logits, 3, vocabulary, frozenset())[0] == [0]
 
 
-def test_candidates_start_from_distinct_tokens_and_decode_exactly(backend):
+def test_choices_are_likely_alternatives_unless_forced():
+    vocabulary = [b"a", b"b", b"c", b"d"]
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.08, 0.02]))
+    assert branch_choices(logits, 3, vocabulary, frozenset(), force=False)[0] == [1]
+    assert branch_choices(logits, 2, vocabulary, frozenset(), force=True)[0] == [1, 2]
+    assert branch_choices(logits, 0, vocabulary, frozenset(), force=True)[0] == []
+
+
+def _check_branches(backend, prompt, res, steps):
+    """Each candidate is the greedy one up to where it branched, then an alternative
+    token, then greedy again; its score is that of its tokens."""
+    greedy = res.candidates[0].token_ids
+    assert greedy == _greedy(backend, prompt, steps)
+    assert len(res.stats["branched_at"]) == len(res.candidates) - 1
+    vocabulary = backend.vocabulary()
+    for cand, at in zip(res.candidates[1:], res.stats["branched_at"]):
+        assert cand.token_ids[:at] == greedy[:at]
+        assert cand.token_ids[at] != greedy[at] and vocabulary[cand.token_ids[at]].strip()
+        assert cand.token_ids[at + 1:] == _greedy(backend, prompt + cand.token_ids[:at + 1], steps - at - 1)
+    for cand in res.candidates:
+        assert cand.logprob == pytest.approx(_teacher_forced_logprob(backend, prompt, cand.token_ids),
+                                             rel=2e-4, abs=1e-3)
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.02, 2.0])
+def test_candidates_branch_off_the_greedy_one_and_decode_exactly(backend, monkeypatch, prob):
+    """prob 0: all branch at the first token; 2.0: none is likely enough, so they branch at FORCE_BRANCH."""
+    monkeypatch.setattr(generate_module, "BRANCH_PROB", prob)
     prompt = _prompt(backend)
     backend.reset_cache()
     res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=12, temperature=0))
-    b = res.stats["branched_at"]
-    assert b is not None and res.stats["candidates"] == len(res.candidates) == 3
-    vocabulary = backend.vocabulary()
-    shared = res.candidates[0].token_ids[:b]
-    # Before the branch: tokens without text, shared; at it: tokens whose texts differ.
-    assert all(c.token_ids[:b] == shared for c in res.candidates)
-    assert all(not vocabulary[t].strip() for t in shared)
-    assert len({vocabulary[c.token_ids[b]].strip() for c in res.candidates}) == 3
-    # The greedy candidate is what a single greedy run gives.
-    assert res.candidates[0].token_ids == _greedy(backend, prompt, 12)
-    for cand in res.candidates:
-        # Greedy after its first distinct token: the same as a greedy run from there.
-        assert cand.token_ids[b + 1:] == _greedy(backend, prompt + cand.token_ids[:b + 1], 11 - b)
-        assert cand.logprob == pytest.approx(_teacher_forced_logprob(backend, prompt, cand.token_ids), rel=2e-4, abs=1e-3)
+    assert len(res.candidates) == 3
+    if prob == 0.0:
+        assert res.stats["branched_at"] == [0, 0]
+    if prob == 2.0:
+        assert res.stats["branched_at"] == [generate_module.FORCE_BRANCH] * 2
+    _check_branches(backend, prompt, res, 12)
 
 
-def test_branch_waits_for_a_token_with_text(backend, monkeypatch):
-    """Tokens without text are shared; the branch copies their KV to every candidate."""
-    calls = {"n": 0}
-    real = generate_module.branchable
-
-    def late(token, vocabulary, stop_ids):
-        calls["n"] += 1
-        return calls["n"] > 3 and real(token, vocabulary, stop_ids)
-
-    monkeypatch.setattr(generate_module, "branchable", late)
-    prompt = _prompt(backend)
-    backend.reset_cache()
-    res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=8, temperature=0))
-    assert res.stats["branched_at"] == 3
-    shared = res.candidates[0].token_ids[:3]
-    assert all(c.token_ids[:3] == shared for c in res.candidates)
-    assert len({c.token_ids[3] for c in res.candidates}) == len(res.candidates) > 1
-    for cand in res.candidates:
-        assert cand.token_ids[4:] == _greedy(backend, prompt + cand.token_ids[:4], 4)
-        assert cand.logprob == pytest.approx(_teacher_forced_logprob(backend, prompt, cand.token_ids), rel=2e-4, abs=1e-3)
-
-
-def test_blank_greedy_tokens_branch_after_a_few_steps(backend, monkeypatch):
-    monkeypatch.setattr(generate_module, "branchable", lambda token, vocabulary, stop_ids: False)
-    backend.reset_cache()
-    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=3, max_new_tokens=10, temperature=0))
-    assert res.stats["branched_at"] == generate_module.BRANCH_WAIT
-    assert len(res.candidates) > 1
-
-
-def test_others_get_bounded_steps_after_the_greedy_candidate(backend):
+def test_others_get_bounded_steps_after_the_greedy_candidate(backend, monkeypatch):
+    monkeypatch.setattr(generate_module, "BRANCH_PROB", 0.0)  # all branch at the first token
     prompt = _prompt(backend)
     greedy = _greedy(backend, prompt, 2)
     greedy_text = backend.detokenize(greedy)

@@ -180,3 +180,10 @@ def test_constraint_draft_left_where_the_model_disagrees(backend):
     drafted = backend.generate(GenerationRequest(**common, constraint=_Forced(forced, draft=wrong + forced)))
     assert drafted.stats["draft_kept"] == 0
     assert drafted.candidates[0].token_ids == plain.candidates[0].token_ids
+
+
+def test_decode_budget_counts_from_the_end_of_the_prefill(backend):
+    res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=1, max_new_tokens=64,
+                                             decode_budget_s=0.0))
+    assert res.candidates[0].finish_reason == "deadline"
+    assert len(res.candidates[0].token_ids) == 1 and res.prompt_tokens == len(_prompt(backend))
