@@ -54,7 +54,7 @@ class CompletionRequest:
     temperature: float = 0.2
     context_tokens: int | None = None
     deadline: float | None = None  # time.monotonic()
-    # Milliseconds of decoding (after the prefill) before the answer is cut at a line boundary.
+    # Milliseconds of decoding (after the prefill) before a multi-line answer is cut at a line boundary.
     time_budget_ms: float | None = None
     cancel: threading.Event | None = None
     request_id: str = ""  # for log lines
@@ -187,7 +187,10 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         temperature=request.temperature,
         stop=aligned_stop(generation_stop, removed),
         deadline=request.deadline,
-        decode_budget_s=None if request.time_budget_ms is None else request.time_budget_ms / 1000,
+        # A multi-line answer cut by the time budget keeps its whole lines; a single line
+        # has nothing to keep but itself, so it finishes (bounded by its token cap).
+        decode_budget_s=(request.time_budget_ms / 1000
+                         if request.time_budget_ms is not None and decision.mode == "multi" else None),
         cancel=request.cancel,
         reuse_prefix=request.reuse_prefix,
         stop_token_ids=fmt.stop_ids,

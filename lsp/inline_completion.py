@@ -45,8 +45,9 @@ def completion_request(server: TealtabServer, uri: str, language_id: str, text: 
                        cancel, request_id: str):
     """The pipeline's request for ``text`` at ``offset`` under the current settings.
 
-    Decoding stops ``timeBudgetMs`` after it starts (the prompt's prefill is
-    not counted) and the answer is cut at a line boundary.
+    Decoding of a multi-line completion stops ``timeBudgetMs`` after it
+    starts (the prompt's prefill is not counted) and the answer is cut at a
+    line boundary.
     """
     from tealtab.completion.pipeline import CompletionRequest
 

@@ -40,8 +40,8 @@ class Settings:
     enable: bool = True
     # Context from other files (open documents, recent edits, imported definitions) in the prompt.
     cross_file_context: bool = True
-    # Milliseconds of decoding (after the prefill) after which it stops; the answer is
-    # cut at a line boundary (like llama.vim's t_max_predict_ms).
+    # Milliseconds of decoding (after the prefill) after which a multi-line completion stops
+    # and is cut at a line boundary (like llama.vim's t_max_predict_ms); a single line finishes.
     time_budget_ms: int = 1000
     # languageId -> enabled; a language not listed is enabled.
     languages: dict[str, bool] = field(default_factory=dict)

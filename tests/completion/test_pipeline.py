@@ -247,3 +247,10 @@ def test_cross_file_context_off_or_without_a_project(fake, tmp_path):
     fake.outputs = [("per(4)", -0.1)]
     out = complete(fake, request("from util import helper\nz = hel|", project=project, cross_file=False))
     assert out.cross_file_tokens == 0 and fake.requests[0].prompt_ids[0] == fake.specials["<|fim_prefix|>"]
+
+
+def test_the_time_budget_bounds_multi_line_requests_only(fake):
+    fake.outputs = [("1", -0.1)]
+    complete(fake, request("x = |", time_budget_ms=500))
+    complete(fake, request("def f():\n    |", time_budget_ms=500))
+    assert [r.decode_budget_s for r in fake.requests] == [None, 0.5]

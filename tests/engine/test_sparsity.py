@@ -165,7 +165,8 @@ def test_calibrate_a_tiny_model_end_to_end(small_calibration_corpus, tiny_model_
     assert backend.sparsity == 0.5 and sparsity.is_sparse(backend.model)
     from tealtab.completion.backend import GenerationRequest
 
-    res = backend.generate(GenerationRequest(prompt_ids=[1, 5, 7, 9], n=3, max_new_tokens=4, temperature=0.5, seed=0))
+    res = backend.generate(GenerationRequest(prompt_ids=[1, 5, 7, 9], n=3, max_new_tokens=4, temperature=0.5, seed=0,
+                                             branch=False))
     assert len(res.candidates) == 3
     assert backend.set_sparsity(0, None) == 0.0 and not sparsity.is_sparse(backend.model)
     with pytest.raises(ValueError):
