@@ -131,3 +131,20 @@ def random_weights(cfg, seed: int = 0, dtype=None) -> dict:
             w[p + "self_attn.q_norm.weight"] = rnd(cfg.head_dim, std=0.1)
             w[p + "self_attn.k_norm.weight"] = rnd(cfg.head_dim, std=0.1)
     return w
+
+
+def teacher_forced_logprob(backend, prompt: list[int], tokens: list[int]) -> float:
+    """Sum of the log-probabilities of ``tokens`` after ``prompt`` in one full
+    forward pass (the backend's cache is reset): what a candidate's score must
+    equal when its decode steps read the right KV."""
+    import torch
+
+    from tealtab.engine.kv_cache import PromptAttention
+
+    ids = prompt + tokens
+    backend.reset_cache()
+    with torch.inference_mode():
+        logits = backend.model(torch.tensor([ids]), torch.arange(len(ids)),
+                               PromptAttention(backend.cache, 0, len(ids)), last_only=False)[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens))

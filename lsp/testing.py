@@ -191,18 +191,24 @@ class ServerSession:
 
         return plain(await self.raw_request("tealtab/status", None, msg_id))
 
-    async def sparsity_settled(self, requested: float | str, prefix: str, timeout: float = 120.0) -> dict:
-        """tealtab/status once the ``sparsity`` setting ``requested`` is in effect (nothing pending)."""
+    async def status_when(self, predicate: Callable[[dict], Any], prefix: str, timeout: float = 120.0,
+                          interval: float = 0.1) -> dict:
+        """tealtab/status, asked again every ``interval`` s until ``predicate`` holds (ids ``prefix-N``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         number = 0
         while True:
             number += 1
             result = await self.status(f"{prefix}-{number}")
-            if result["sparsity"]["requested"] == requested and not result["sparsity"]["pending"]:
+            if predicate(result):
                 return result
             assert loop.time() < deadline, result
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
+
+    async def sparsity_settled(self, requested: float | str, prefix: str, timeout: float = 120.0) -> dict:
+        """tealtab/status once the ``sparsity`` setting ``requested`` is in effect (nothing pending)."""
+        return await self.status_when(
+            lambda s: s["sparsity"]["requested"] == requested and not s["sparsity"]["pending"], prefix, timeout)
 
     async def shutdown_and_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """shutdown, exit, and wait for the process; its return code."""

@@ -16,8 +16,8 @@ import torch
 from tealtab.completion.backend import GenerationRequest
 from tealtab.engine import generate as generate_module
 from tealtab.engine.generate import branch_choices, branch_picks
-from tealtab.engine.kv_cache import PromptAttention
 from tealtab.engine.loading import load_backend
+from tealtab.engine.testing import teacher_forced_logprob
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,6 @@ def backend(tiny_model_dir):
 
 def _prompt(backend):
     return [backend.bos_id] + backend.tokenize("import os\n\ndef main():\n    ")
-
-
-def _teacher_forced_logprob(backend, prompt: list[int], tokens: list[int]) -> float:
-    ids = prompt + tokens
-    backend.reset_cache()
-    with torch.inference_mode():
-        logits = backend.model(torch.tensor([ids]), torch.arange(len(ids)),
-                               PromptAttention(backend.cache, 0, len(ids)), last_only=False)[0]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens))
 
 
 def _greedy(backend, ids: list[int], steps: int) -> list[int]:
@@ -80,7 +70,7 @@ def _check_branches(backend, prompt, res, steps):
         assert cand.token_ids[at] != greedy[at] and vocabulary[cand.token_ids[at]].strip()
         assert cand.token_ids[at + 1:] == _greedy(backend, prompt + cand.token_ids[:at + 1], steps - at - 1)
     for cand in res.candidates:
-        assert cand.logprob == pytest.approx(_teacher_forced_logprob(backend, prompt, cand.token_ids),
+        assert cand.logprob == pytest.approx(teacher_forced_logprob(backend, prompt, cand.token_ids),
                                              rel=2e-4, abs=1e-3)
 
 

@@ -13,23 +13,13 @@ import pytest
 import torch
 
 from tealtab.completion.backend import GenerationRequest
-from tealtab.engine.kv_cache import PromptAttention
 from tealtab.engine.loading import load_backend
+from tealtab.engine.testing import teacher_forced_logprob
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     return load_backend(str(tiny_model_dir), device="cpu")
-
-
-def _teacher_forced_logprob(backend, prompt: list[int], tokens: list[int]) -> float:
-    ids = prompt + tokens
-    backend.reset_cache()
-    with torch.inference_mode():
-        logits = backend.model(torch.tensor([ids]), torch.arange(len(ids)),
-                               PromptAttention(backend.cache, 0, len(ids)), last_only=False)[0]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens))
 
 
 def _stop_at(chars: int):
@@ -46,7 +36,7 @@ def test_candidates_finishing_early_leave_the_batch(backend, seed):
     assert len(set(lengths)) > 1, lengths  # they finished at different steps
     assert res.decode_steps <= max(lengths)
     for cand in res.candidates:
-        expected = _teacher_forced_logprob(backend, prompt, cand.token_ids)
+        expected = teacher_forced_logprob(backend, prompt, cand.token_ids)
         assert cand.logprob == pytest.approx(expected, abs=1e-3 * max(1, len(cand.token_ids)))
 
 

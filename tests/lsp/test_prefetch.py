@@ -3,26 +3,11 @@ accepted completion finds its answer computed (or running) already."""
 
 from __future__ import annotations
 
-import asyncio
-
 from tealtab.lsp.testing import start_server
 
 URI = "file:///project/accept.py"
 TEXT = "import os\n\ndef main():\n    return \n"
 LINE, CHARACTER = 3, len("    return ")
-
-
-async def _status_when(session, predicate, prefix: str, timeout: float = 60.0) -> dict:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    number = 0
-    while True:
-        number += 1
-        status = await session.status(f"{prefix}-{number}")
-        if predicate(status):
-            return status
-        assert loop.time() < deadline, status
-        await asyncio.sleep(0.05)
 
 
 async def _accept_first(session, with_position: bool) -> tuple[int, int]:
@@ -45,7 +30,7 @@ async def test_the_request_after_an_accept_finds_the_prefetched_completion(optio
     async with start_server({**options, "maxNewTokens": 8}, log_file=log_file, env=env) as session:
         session.open(URI, TEXT)
         line, character = await _accept_first(session, with_position=True)
-        await _status_when(session, lambda s: s["prefetch"]["started"] == 1, "started")
+        await session.status_when(lambda s: s["prefetch"]["started"] == 1, "started", 60.0, 0.05)
         second = await session.inline(URI, line, character)
         status = await session.status("after")
         assert status["lastCompletion"]["source"] in ("prefetchReady", "prefetchRunning"), status
@@ -73,7 +58,7 @@ async def test_an_edit_elsewhere_drops_the_prefetch(options, log_file, tmp_path)
     async with start_server({**options, "maxNewTokens": 8}, log_file=log_file, env=env) as session:
         session.open(URI, TEXT)
         line, character = await _accept_first(session, with_position=True)
-        await _status_when(session, lambda s: s["prefetch"]["started"] == 1, "started")
+        await session.status_when(lambda s: s["prefetch"]["started"] == 1, "started", 60.0, 0.05)
         session.edit(URI, (0, 0), (0, 0), "#")
         await session.inline(URI, line, character)
         status = await session.status("after")
