@@ -73,9 +73,10 @@ class GenerationRequest:
     stop_token_ids: frozenset[int] = frozenset()
     # Restricts the first tokens of every candidate (token alignment); None = free.
     constraint: Constraint | None = None
-    # Candidates branch on their first distinct token: candidate i starts from the
-    # i-th most likely one whose text differs (spaces aside), then decodes at
-    # ``temperature`` (the first greedily). False: the others sample from the start.
+    # Candidates branch off the greedy one where it is unsure: a candidate starts
+    # from the greedy tokens so far and a likely alternative token whose text
+    # differs (spaces aside), then decodes at ``temperature`` (engine/generate.py,
+    # branch_choices). False: the others sample from the start.
     branch: bool = True
     # Decode steps the other candidates may run after the greedy one finished
     # (then they end with finish_reason "budget"); None = until they finish.

@@ -1,9 +1,12 @@
 """Prefill, decode and sample: the engine's own generation loop.
 
 One request = prefill the prompt tokens that are not already in the KV cache
-(batch 1), then decode n candidates together; the first candidate is greedy,
-the others sample with temperature and top-p. Each step checks EOS/stop
-tokens, the caller's text stop rule, the deadline and the cancel flag.
+(batch 1), then decode n candidates together; the first candidate is greedy.
+With branching (the default) the others start as copies of it, with their
+own alternative token, where the greedy row is unsure (branch_choices), and
+then sample with temperature and top-p; without, they sample from the first
+token. Each step checks EOS/stop tokens, the caller's text stop rule, the
+deadline, the step budget after the greedy candidate and the cancel flag.
 
 A request's constraint (token alignment) masks each candidate's logits to its
 allowed tokens while that candidate is constrained; the next mask depends on
