@@ -108,8 +108,9 @@ async def inline_completion(
             server.prefetch.discard(uri)
         hit = cache.lookup(uri, text, offset, tag) if use_cache and ahead is None else None
         if hit is not None:
-            log.info("typed-ahead cache hit: %d item(s) after %r in %.1f ms", len(hit.items), hit.typed,
-                     1000 * (time.monotonic() - started))
+            # The count of characters typed, never the characters: logs must not hold the user's code.
+            log.info("typed-ahead cache hit: %d item(s) after %d typed character(s) in %.1f ms", len(hit.items),
+                     len(hit.typed), 1000 * (time.monotonic() - started))
             server.last_completion = {"source": "typedAhead", "items": len(hit.items),
                                       "ms": round(1000 * (time.monotonic() - started), 1)}
             return types.InlineCompletionList(items=_items_at(hit.items, text, offset, encoding, starts))

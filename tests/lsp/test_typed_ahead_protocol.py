@@ -23,7 +23,8 @@ async def test_typing_the_shown_completion_is_served_from_the_cache(options, log
         for item in second.items:
             assert (item.range.start.line, item.range.start.character) == (LINE, CHARACTER + 1)
             assert item.range.end == item.range.start
-        assert "[c2] typed-ahead cache hit" in session.log_text()
+        assert "[c2] typed-ahead cache hit: " in session.log_text()
+        assert "after 1 typed character(s)" in session.log_text()  # a count, not the text
         # Any other edit: the model answers again.
         session.edit(URI, (0, 0), (0, 0), "#")
         await session.inline(URI, LINE, CHARACTER + 1)
