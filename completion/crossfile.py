@@ -53,7 +53,7 @@ NEAR, MODULE_FACTOR, RECENCY = 2.0, 0.5, 0.5
 
 # The public API and every limit (the parts' ones too, imported above).
 __all__ = [
-    "Snippet", "gather", "render",
+    "Snippet", "gather", "render", "display_path",
     "MAX_FILES", "MAX_FILE_BYTES", "MAX_LISTINGS", "MAX_IMPORTS", "DEFINITION_LINES", "SHORT_LINES",
     "DOC_LINES", "MODULE_LINES", "CHUNK_LINES", "EDIT_LINES", "NEAR_BEFORE", "NEAR_AFTER",
     "MAX_OPEN_CHUNKS", "MAX_EDITS", "MAX_OPEN_DOCUMENTS", "MAX_RECENT_EDITS", "MIN_SIMILARITY",
@@ -181,7 +181,7 @@ def _near(before: str, after: str) -> str:
     return before[start:] + after[:end]
 
 
-def _display(path: str, roots: tuple[str, ...]) -> str:
+def display_path(path: str, roots: tuple[str, ...] | list[str]) -> str:
     """``path`` relative to the first root holding it, else as given."""
     if os.path.isabs(path):
         for root in roots:
@@ -220,7 +220,7 @@ def _open_chunks(query: frozenset[str], project: ProjectView) -> list[Snippet]:
     for doc in project.open_documents[:MAX_OPEN_DOCUMENTS]:
         if _same_file(doc.path, project.path):
             continue
-        path = _display(doc.path, project.roots)
+        path = display_path(doc.path, project.roots)
         for text, ids in _chunks(doc.text):
             score = _jaccard(query, ids)
             if score >= MIN_SIMILARITY:
@@ -242,7 +242,7 @@ def _edits(query: frozenset[str], window: str, doc: str, project: ProjectView) -
             continue  # nothing left, an older edit of the same place, or in the prompt already
         places.add((edit.path, edit.line))
         score = _jaccard(query, _identifiers(text)) + RECENCY / (1 + len(found))
-        found.append(Snippet(_display(edit.path, project.roots), text, "edit", score))
+        found.append(Snippet(display_path(edit.path, project.roots), text, "edit", score))
     found.sort(key=lambda s: -s.score)
     return found[:MAX_EDITS]
 
@@ -291,7 +291,7 @@ def _definitions(doc: str, near: str, language_id: str, style: str, project: Pro
     out: list[Snippet] = []
 
     def add(path: str, text: str, score: float) -> None:
-        out.append(Snippet(_display(path, files.roots), text, "definition", score))
+        out.append(Snippet(display_path(path, files.roots), text, "definition", score))
 
     for imp in bindings:
         target = _resolve(files, imp, importer, language_id)

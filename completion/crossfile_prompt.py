@@ -19,43 +19,34 @@ costs only its own tokens.
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Sequence
-
-from typing import TYPE_CHECKING
+import weakref
+from collections import OrderedDict
 
 from .backend import Backend
+from .crossfile import Snippet, display_path, gather, render
 from .project import ProjectView
 from .templates import PromptFormat
-
-if TYPE_CHECKING:
-    from .crossfile import Snippet
-
-logger = logging.getLogger("tealtab.completion")
 
 # Share of the prompt budget that context from other files may take.
 CROSS_FILE_SHARE = 0.3
 REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
+# Laid-out leads per backend, by what decides them: while the user types, the
+# snippets stay the same, so the lead is tokenized once, not per keystroke.
+_LEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LEADS_PER_BACKEND = 8
 
 
-def _relative(path: str | None, roots: Sequence[str]) -> str:
+def _relative(path: str | None, roots: tuple[str, ...]) -> str:
+    """The current file's name in its header: relative to a root, else its base name."""
     if not path:
         return "untitled"
-    for root in roots:
-        try:
-            rel = os.path.relpath(path, root)
-        except ValueError:  # another drive on Windows
-            continue
-        if not rel.startswith(".."):
-            return rel.replace(os.sep, "/")
-    return os.path.basename(path)
+    shown = display_path(path, roots)
+    return os.path.basename(shown) if os.path.isabs(shown) else shown
 
 
 def header(path: str, language_id: str) -> str:
     """The commented path header line crossfile.render puts before a snippet (``# path: a.py``)."""
-    from .crossfile import Snippet, render
-
     return render([Snippet(path, "", "header", 0.0)], language_id).rstrip("\n") + "\n"
 
 
@@ -73,7 +64,7 @@ def _repo_format(backend: Backend, fmt: PromptFormat) -> tuple[int, int] | None:
 
 
 def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str, language_id: str,
-                   project: ProjectView, budget: int) -> tuple[list[int], list["Snippet"]]:
+                   project: ProjectView, budget: int) -> tuple[list[int], list[Snippet]]:
     """Lead ids for the prompt and the snippets they hold; ([], []) when none fit.
 
     Snippets are taken best first while their ids fit ``budget`` tokens (a
@@ -82,12 +73,27 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
     """
     if budget <= 0:
         return [], []
-    from .crossfile import gather, render
-
     snippets = gather(prefix, suffix, language_id, project)
     if not snippets:
         return [], []
     repo = _repo_format(backend, fmt)
+    key = (repo, language_id, project.path, project.roots, budget, tuple((s.path, s.text) for s in snippets))
+    try:
+        leads = _LEADS.setdefault(backend, OrderedDict())
+    except TypeError:  # a backend that takes no weak reference: lay out every time
+        leads = OrderedDict()
+    if key not in leads:
+        leads[key] = _layout(backend, repo, language_id, project, budget, snippets)
+        while len(leads) > _LEADS_PER_BACKEND:
+            leads.popitem(last=False)
+    leads.move_to_end(key)
+    ids, used = leads[key]
+    return list(ids), list(used)
+
+
+def _layout(backend: Backend, repo: tuple[int, int] | None, language_id: str, project: ProjectView, budget: int,
+            snippets: list[Snippet]) -> tuple[list[int], list[Snippet]]:
+    """The lead ids of ``snippets`` in the model's format, fitted to ``budget`` (cross_file_ids)."""
     if repo is not None:
         repo_id, sep_id = repo
         root = project.roots[0] if project.roots else os.path.dirname(project.path or "")
@@ -100,7 +106,7 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
         parts = [backend.tokenize(render([s], language_id)) for s in snippets]
     room = budget - len(head) - len(tail)
     ids: list[int] = list(head)
-    used: list["Snippet"] = []
+    used: list[Snippet] = []
     for snippet, part in zip(snippets, parts):
         if len(part) <= room:
             ids.extend(part)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -255,6 +256,7 @@ def _run_complete(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
     from tealtab.completion.pipeline import CompletionRequest, complete
+    from tealtab.completion.project import ProjectView
 
     request = CompletionRequest(
         text=text,
@@ -264,6 +266,8 @@ def _run_complete(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         request_id="cli",
+        # As an editor opened in the current directory: context from the files this one imports.
+        project=ProjectView(path=str(path.resolve()), roots=(os.getcwd(),)),
     )
     started = time.monotonic()
     try:

@@ -190,13 +190,13 @@ def test_candidates_are_cut_where_they_write_a_path_header():
 
 
 def test_a_failing_cross_file_context_leaves_the_request_without_it(fake, monkeypatch, caplog):
-    import tealtab.completion.crossfile as crossfile
+    import tealtab.completion.crossfile_prompt as crossfile_prompt
     from tealtab.completion.project import ProjectView
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(crossfile, "gather", broken)
+    monkeypatch.setattr(crossfile_prompt, "gather", broken)
     fake.outputs = [("1", -0.1)]
     with caplog.at_level(logging.ERROR, logger="tealtab.completion"):
         out = complete(fake, request("x = |", project=ProjectView(path="/p/a.py", roots=("/p",))))
@@ -254,3 +254,20 @@ def test_the_time_budget_bounds_multi_line_requests_only(fake):
     complete(fake, request("x = |", time_budget_ms=500))
     complete(fake, request("def f():\n    |", time_budget_ms=500))
     assert [r.decode_budget_s for r in fake.requests] == [None, 0.5]
+
+
+def test_the_lead_is_tokenized_once_while_the_snippets_stay(tmp_path):
+    class Hashable(FakeBackend):  # as the engine's backends are: the layout cache is kept per backend
+        __hash__ = object.__hash__
+
+    main, project = _project(tmp_path)
+    backend = Hashable(family="gemma3", specials={})
+    backend.outputs = [("per(4)", -0.1)]
+    seen: list[str] = []
+    tokenize = backend.tokenize
+    backend.tokenize = lambda text: seen.append(text) or tokenize(text)
+    for typed in ("z = h|", "z = he|", "z = hel|"):
+        complete(backend, request("from util import helper\n\n" + typed, project=project))
+    assert sum(text.startswith("# path: util.py") for text in seen) == 1
+    leads = {tuple(r.prompt_ids[:20]) for r in backend.requests}
+    assert len(leads) == 1 and len(backend.requests) == 3
