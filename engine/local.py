@@ -92,12 +92,12 @@ class LocalBackend:
         ``quantization`` "int8" or "nf4": the linears are read from the quantized cache beside
         the model (quantized and cached on the first load), never held at full precision.
         """
-        from tealtab.engine.loading import CheckpointWeights, ModelLoadError, read_config
+        from tealtab.engine.loading import CheckpointWeights, ModelError, read_config
 
         directory = Path(directory)
         cfg = read_config(directory)
         if not (directory / "tokenizer.json").exists():
-            raise ModelLoadError(f"{directory} has no tokenizer.json")
+            raise ModelError(f"{directory} has no tokenizer.json")
         weight_dtype, act_dtype, lowp = pick_dtypes(dtype, device)
         if max_prompt is None:
             max_prompt = 8192 if device.startswith("cuda") else 4096

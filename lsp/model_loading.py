@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from tealtab.completion.backend import ModelError
+
 from .settings import Settings
-from .worker import ModelLoadFailed
+from .worker import shown_model
 
 if TYPE_CHECKING:
     from .server import TealtabServer
@@ -23,9 +25,18 @@ TITLE = "tealtab"
 
 
 def describe_model(settings: Settings, model: str | None = None) -> str:
-    """The model ``settings`` ask for, as the user would name it: ``X``, or ``X (int8)`` when quantized."""
-    name = model or settings.model or "the default model"
-    return name if settings.quantization == "none" else f"{name} ({settings.quantization})"
+    """The model ``settings`` ask for, as the user would name it: ``X``, or ``X (int8)`` when
+    quantized (an endpoint's credentials removed; a remote model is never quantized here)."""
+    name = model or shown_model(settings.model)
+    return name if settings.quantization == "none" or settings.remote else f"{name} ({settings.quantization})"
+
+
+def error_message(exc: BaseException, serving: str | None = None) -> str:
+    """What the editor shows for anything that went wrong with a model: the one place
+    a :class:`ModelError` (or an error the engine did not foresee) becomes words."""
+    text = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+    message = f"tealtab: {text}"
+    return message if serving is None else f"{message}; still using {serving}"
 
 
 async def load_model(server: TealtabServer, settings: Settings) -> None:
@@ -39,9 +50,9 @@ async def load_model(server: TealtabServer, settings: Settings) -> None:
     await progress.begin(f"loading {wanted}")
     try:
         model = await asyncio.wrap_future(server.worker.load(settings, progress.report_threadsafe))
-    except ModelLoadFailed as exc:
+    except ModelError as exc:
         serving = server.serving_description()
-        message = str(exc) if serving is None else f"{exc}; still using {serving}"
+        message = error_message(exc, serving)
         server.load_error = message
         progress.end("failed" if serving is None else f"failed; still using {serving}")
         server.show_to_client(message, types.MessageType.Error)
@@ -56,11 +67,16 @@ async def load_model(server: TealtabServer, settings: Settings) -> None:
         progress.end("superseded")
         return
     server.model_swapped(model, settings)
+    server.show_remote_notices()
     # The sparsity setting of now (it may have changed during the load), applied before any
     # completion queued from here on.
     server.sparsity.request()
     progress.end(f"{describe_model(settings, model)} ready")
-    server.log_to_client(f"tealtab: model {describe_model(settings, model)} ready ({settings.device})")
+    where = "on its server" if settings.remote else settings.device
+    server.log_to_client(f"tealtab: model {describe_model(settings, model)} ready ({where})")
+    if settings.remote and settings.quantization != "none":
+        server.log_to_client(f"tealtab: quantization {settings.quantization} applies to local models only; "
+                             f"{model} runs as its server holds it", types.MessageType.Warning)
 
 
 class _Progress:

@@ -17,6 +17,10 @@ serves. ``device`` goes with ``model``. ``sparsity`` is ``{"requested": "auto" |
 answer came from (``source``: model, typedAhead, prefetchReady, prefetchRunning)
 and what it cost (inline_completion.describe_outcome); ``prefetch`` counts the
 completions started after an accept, found ready or running, and dropped unused.
+``remote`` is None for a local model; with a remote server it is ``{"endpoint"
+(credentials removed), "model" (the served model's name), "reachable" (None
+before the first try), "lastLatencyMs", "lastError", "retryInS" (seconds until
+the next try while backing off, else None)}``.
 """
 
 from __future__ import annotations
@@ -46,14 +50,16 @@ def server_state(server: TealtabServer) -> str:
 def status(server: TealtabServer) -> dict[str, Any]:
     """The ``tealtab/status`` result."""
     from .model_loading import describe_model
+    from .worker import shown_model
 
     loading = server.loading_settings if server.is_loading() else None
     backend = server.worker.backend if server.model_name is not None and loading is None else None
     device = getattr(backend, "device", None) if backend is not None else None
     if loading is not None:
-        model, configured_device = loading.model, loading.device
+        model, configured_device = shown_model(loading.model), loading.device
     else:
-        model, configured_device = server.model_name or server.settings.model, server.settings.device
+        model = server.model_name or (shown_model(server.settings.model) if server.settings.model else None)
+        configured_device = server.settings.device
     latency = server.last_latency_ms
     return {
         "state": server_state(server),
@@ -66,7 +72,14 @@ def status(server: TealtabServer) -> dict[str, Any]:
         "sparsity": server.sparsity.status(),
         "lastCompletion": server.last_completion,
         "prefetch": server.prefetch.status(),
+        "remote": remote_status(server.worker.backend),
     }
+
+
+def remote_status(backend: Any) -> dict | None:
+    """The serving backend's endpoint health when it is a remote server, else None."""
+    health = getattr(backend, "health", None)
+    return backend.status() if health is not None and callable(getattr(backend, "status", None)) else None
 
 
 def register(server: TealtabServer) -> None:

@@ -20,6 +20,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
+from tealtab.completion.backend import ModelError
+from tealtab.completion.model_source import parse_model_source
+
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -35,10 +38,6 @@ ProgressCallback = Callable[[str, "int | None"], None]
 # it, so that tests can hold a reload in progress without timing windows. Unset: no wait.
 TEST_LOAD_GATE_ENV = "TEALTAB_TEST_LOAD_GATE"
 TEST_GATE_MAX_S = 120.0
-
-
-class ModelLoadFailed(Exception):
-    """The configured model could not be loaded; the message says why."""
 
 
 class ModelWorker:
@@ -71,7 +70,7 @@ class ModelWorker:
         until the swap, which runs as a job of the worker thread. A load
         superseded by a newer one, before it starts or once it has read its
         weights, is dropped (its future gives None). Failure raises
-        :class:`ModelLoadFailed` and leaves the serving backend in place.
+        :class:`~tealtab.completion.backend.ModelError` and leaves the serving backend in place.
         """
         with self._lock:
             self._latest_load += 1
@@ -106,24 +105,15 @@ class ModelWorker:
         """In the loader thread: load, then wait for the swap job of the worker thread."""
         if self._superseded(number):
             return None
-        model = settings.model or "the default model"
+        model = shown_model(settings.model)
         try:
-            from tealtab.engine import loading
-
-            model = settings.model or loading.default_model(settings.device)
-            logger.info("loading model %s on %s (quantization %s)", model, settings.device, settings.quantization)
-            # Dense: the sparsity setting is applied afterwards (apply_sparsity), never by a reload.
-            backend = loading.load_backend(model, settings.device, progress=progress,
-                                           quantization=settings.quantization)
-        except Exception as exc:  # ModelLoadError, and anything the engine did not foresee
+            backend, model = open_backend(settings, progress)
+        except Exception as exc:  # ModelError, and anything the engine did not foresee
             if self._superseded(number):
                 logger.info("a superseded load of %s failed: %s", model, exc)
                 return None
-            logger.error("could not load %s: %s", model, exc, exc_info=not _is_load_error(exc))
-            raise ModelLoadFailed(f"tealtab could not load {model}: {exc}") from exc
-        from tealtab.completion.alignment import defer_vocabulary_index
-
-        defer_vocabulary_index(backend)
+            logger.error("could not load %s: %s", model, exc, exc_info=not isinstance(exc, ModelError))
+            raise ModelError(f"could not load {model}: {exc}") from exc
         if self.backend is not None:
             self._test_gate(number, model)
         if self._superseded(number):
@@ -195,5 +185,36 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _is_load_error(exc: BaseException) -> bool:
-    return type(exc).__name__ == "ModelLoadError"
+def shown_model(setting: str | None) -> str:
+    """The ``model`` setting as it may be shown and logged (an endpoint's credentials removed)."""
+    if not setting:
+        return "the default model"
+    try:
+        return parse_model_source(setting).display
+    except ModelError:
+        return setting
+
+
+def open_backend(settings: Settings, progress: ProgressCallback | None = None) -> tuple[Backend, str]:
+    """The backend ``settings`` ask for and its model's name (as shown): a remote
+    endpoint without importing torch, a local model through the engine (dense).
+    Raises :class:`~tealtab.completion.backend.ModelError` (or what the engine did not foresee)."""
+    if settings.model:
+        source = parse_model_source(settings.model)
+        if source.is_remote:
+            from tealtab.engine.remote import connect
+
+            logger.info("connecting to %s", source.display)
+            backend = connect(source, served_model=settings.remote_model, api_key_env=settings.api_key_env,
+                              timeout_s=settings.remote_timeout, progress=progress)
+            return backend, source.display
+    from tealtab.engine import loading
+
+    model = settings.model or loading.default_model(settings.device)
+    logger.info("loading model %s on %s (quantization %s)", model, settings.device, settings.quantization)
+    # Dense: the sparsity setting is applied afterwards (apply_sparsity), never by a reload.
+    backend = loading.load_backend(model, settings.device, progress=progress, quantization=settings.quantization)
+    from tealtab.completion.alignment import defer_vocabulary_index
+
+    defer_vocabulary_index(backend)
+    return backend, model

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tealtab.completion.backend import GenerationRequest
-from tealtab.engine.loading import ModelLoadError, load_backend, resolve_device
+from tealtab.engine.loading import ModelError, load_backend, resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +82,13 @@ def test_tokenizer_does_not_inject_special_tokens(backend):
 
 @pytest.mark.parametrize("model", ["/nonexistent/model", "builtin:nope", "not a model", "/tmp/missing.gguf"])
 def test_unloadable_models_raise_clear_errors(model):
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelError):
         load_backend(model, device="cpu")
 
 
 def test_folder_without_weights_is_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelError):
         load_backend(str(tmp_path), device="cpu")
 
 
@@ -97,7 +97,7 @@ def test_cuda_request_without_gpu_is_a_load_error():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ModelLoadError, match="CUDA"):
+    with pytest.raises(ModelError, match="CUDA"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu"
 
@@ -105,7 +105,7 @@ def test_cuda_request_without_gpu_is_a_load_error():
 @pytest.mark.parametrize("options, message", [({"quantization": "fp8"}, "unknown quantization"),
                                               ({"sparsity": 0.5}, "not available")])
 def test_unavailable_quantization_and_sparsity_are_clear_load_errors(tiny_model_dir, options, message):
-    with pytest.raises(ModelLoadError, match=message):
+    with pytest.raises(ModelError, match=message):
         load_backend(str(tiny_model_dir), device="cpu", **options)
 
 

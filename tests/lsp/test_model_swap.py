@@ -17,7 +17,8 @@ import pytest
 
 from tealtab.lsp.settings import parse_settings
 from tealtab.lsp.testing import start_server
-from tealtab.lsp.worker import TEST_LOAD_GATE_ENV, ModelLoadFailed, ModelWorker
+from tealtab.completion.backend import ModelError
+from tealtab.lsp.worker import TEST_LOAD_GATE_ENV, ModelWorker
 
 URI = "file:///work/example.py"
 TEXT = "def add(a, b):\n    return "
@@ -96,7 +97,7 @@ async def test_a_failed_reload_keeps_the_old_model_and_says_why(options, log_fil
         await session.wait_for_model(count=2)
 
         [error] = session.client.errors_shown()
-        assert f"model path {missing} is not a directory" in error  # the engine's reason
+        assert f"model path {missing} is not a folder" in error  # the reason
         assert error.endswith(f"; still using {old}")
         assert f"failed; still using {old}" in progress_ends(session.client)
         result = await session.status("failed")
@@ -155,7 +156,7 @@ def test_the_worker_releases_replaced_and_superseded_models(tiny_model, other_ti
         replaced = weakref.ref(worker.backend)
 
         # A failed change leaves the serving model in place.
-        with pytest.raises(ModelLoadFailed, match="missing"):
+        with pytest.raises(ModelError, match="missing"):
             worker.load(settings(str(tmp_path / "missing"))).result(60)
         assert worker.backend is replaced() and worker.model == first
 
