@@ -14,11 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tealtab.completion.model_source import REMOTE_PROTOCOLS
+
 QUANTIZATIONS = ("none", "int8", "nf4")
 MAX_SPARSITY = 0.7
 # sparsity "auto": the model's calibrated default level, dense without a calibration.
 AUTO = "auto"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,12 @@ class Settings:
     time_budget_ms: int = 1000
     # languageId -> enabled; a language not listed is enabled.
     languages: dict[str, bool] = field(default_factory=dict)
+    # A remote server (model = openai:URL, llamacpp:URL, ollama:URL): the model name it serves
+    # (None: its only or first one), the name of the environment variable that holds the API
+    # key (never the key), and the seconds a request (or a stalled stream) is given.
+    remote_model: str | None = None
+    api_key_env: str | None = None
+    remote_timeout: float = 10.0
 
     def language_enabled(self, language_id: str) -> bool:
         """Whether completions are on for documents of ``language_id``."""
@@ -52,7 +61,13 @@ class Settings:
 
     def load_key(self) -> tuple:
         """What decides which model is loaded; a change means a reload (sparsity is not part of it)."""
-        return (self.model, self.device, self.quantization)
+        return (self.model, self.device, self.quantization, self.remote_model, self.api_key_env, self.remote_timeout)
+
+    @property
+    def remote(self) -> bool:
+        """Whether ``model`` names a remote server (openai:, llamacpp:, ollama:)."""
+        scheme, sep, _ = (self.model or "").partition(":")
+        return bool(sep) and scheme.strip().lower() in REMOTE_PROTOCOLS
 
 
 def _is_int(value: Any) -> bool:
@@ -114,6 +129,25 @@ def _context_tokens(value: Any) -> tuple[Any, str | None]:
     return None, "must be an integer of at least 64, or null for the model's default"
 
 
+def _optional_name(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, str) and value.strip():
+        return value.strip(), None
+    return None, "must be a non-empty string, or null"
+
+
+def _env_name(value: Any) -> tuple[Any, str | None]:
+    # The name of a variable, never its value: a key pasted here must not be echoed back.
+    if isinstance(value, str) and _ENV_NAME.match(value.strip()):
+        return value.strip(), None
+    return None, "must be the name of an environment variable (letters, digits, _), not the key itself"
+
+
+def _timeout(value: Any) -> tuple[Any, str | None]:
+    if (_is_int(value) or isinstance(value, float)) and 0.5 <= value <= 600:
+        return float(value), None
+    return None, "must be a number of seconds from 0.5 to 600"
+
+
 # camelCase key -> (field name, validator returning (value, error)).
 _KEYS: dict[str, tuple[str, Callable[[Any], tuple[Any, str | None]]]] = {
     "model": ("model", _model),
@@ -128,6 +162,9 @@ _KEYS: dict[str, tuple[str, Callable[[Any], tuple[Any, str | None]]]] = {
     "enable": ("enable", _bool),
     "crossFileContext": ("cross_file_context", _bool),
     "timeBudgetMs": ("time_budget_ms", _int_range(50, 60_000)),
+    "remoteModel": ("remote_model", _optional_name),
+    "apiKeyEnv": ("api_key_env", _env_name),
+    "remoteTimeout": ("remote_timeout", _timeout),
     "languages": ("languages", None),  # type: ignore[dict-item]
 }
 
@@ -195,8 +232,8 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
         if error is None:
             changes[name] = parsed
         else:
-            warnings.append(
-                f"tealtab setting {key!r} {error}, got {value!r}; using the default {default!r}"
-            )
+            # A wrong apiKeyEnv is likely the key itself: never echo it.
+            got = "another value" if key == "apiKeyEnv" else repr(value)
+            warnings.append(f"tealtab setting {key!r} {error}, got {got}; using the default {default!r}")
             changes[name] = default
     return dataclasses.replace(base, **changes), warnings

@@ -110,3 +110,29 @@ def test_cross_file_and_time_budget_settings():
     assert len(warnings) == 2 and "timeBudgetMs" in warnings[0]
     # null resets to the default
     assert parse_settings({"timeBudgetMs": None}, settings)[0].time_budget_ms == 1000
+
+
+def test_remote_settings():
+    settings, warnings = parse_settings({"model": "openai:http://gpu:8000/v1", "remoteModel": "Qwen/Qwen2.5-Coder-7B",
+                                         "apiKeyEnv": "TEAM_KEY", "remoteTimeout": 3})
+    assert warnings == []
+    assert settings.remote and settings.remote_model == "Qwen/Qwen2.5-Coder-7B"
+    assert (settings.api_key_env, settings.remote_timeout) == ("TEAM_KEY", 3.0)
+    # A change of any of them reconnects.
+    for key, value in (("remoteModel", "other"), ("apiKeyEnv", "OTHER"), ("remoteTimeout", 5)):
+        changed, _ = parse_settings({key: value}, settings)
+        assert changed.load_key() != settings.load_key()
+    assert not parse_settings({"model": "builtin:gemma-3-270m"})[0].remote
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_and_never_echoed():
+    settings, warnings = parse_settings({"apiKeyEnv": "sk-live-0123456789abcdef"})
+    assert settings.api_key_env is None
+    assert len(warnings) == 1 and "sk-live" not in warnings[0]
+    assert "name of an environment variable" in warnings[0]
+
+
+def test_remote_timeout_range():
+    for value in (0.1, 601, "10", True):
+        settings, warnings = parse_settings({"remoteTimeout": value})
+        assert settings.remote_timeout == 10.0 and len(warnings) == 1
