@@ -267,12 +267,16 @@ def word_backoff(prefix: str) -> tuple[str, str]:
     word with its leading space, a punctuation run, blanks after the last
     newline), whose tokenization is then ordinary; candidates must start with
     the removed text (:func:`strip_reproduced`), which cannot be enforced while
-    generating, so some are lost. Blank pieces stay in the prompt: filtering
-    on whitespace alone would cost candidates for little gain.
+    generating, so some are lost. Blanks right before the piece go with it:
+    a server tokenizes a run of spaces as one token, and a prompt that ends
+    inside the run (the indentation before a word, or a line's indentation
+    alone) reads as text the model never saw. A prompt may end at a newline.
     """
     start = tail_piece_start(prefix)
-    if prefix[start:].isspace() or start == len(prefix):
+    if "\n" in prefix[start:]:
         return prefix, ""
+    while start > 0 and prefix[start - 1] in " \t":
+        start -= 1
     return prefix[:start], prefix[start:]
 
 

@@ -23,10 +23,10 @@ import os
 import weakref
 from collections import OrderedDict
 
-from .backend import Backend
+from .backend import Backend, TextBackend
 from .crossfile import Snippet, display_path, gather, render
 from .project import ProjectView
-from .templates import PromptFormat
+from .templates import FimTemplate, PromptFormat
 
 # Share of the prompt budget that context from other files may take.
 CROSS_FILE_SHARE = 0.3
@@ -94,24 +94,72 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
 def _layout(backend: Backend, repo: tuple[int, int] | None, language_id: str, project: ProjectView, budget: int,
             snippets: list[Snippet]) -> tuple[list[int], list[Snippet]]:
     """The lead ids of ``snippets`` in the model's format, fitted to ``budget`` (cross_file_ids)."""
-    if repo is not None:
-        repo_id, sep_id = repo
-        root = project.roots[0] if project.roots else os.path.dirname(project.path or "")
-        head = [repo_id] + backend.tokenize((os.path.basename(root.rstrip("/\\")) or "repo") + "\n")
-        tail = [sep_id] + backend.tokenize(_relative(project.path, project.roots) + "\n")
-        parts = [[sep_id] + backend.tokenize(f"{s.path}\n{s.text.rstrip()}\n") for s in snippets]
-    else:
-        # The current file gets a header too, so the file's own text reads as the next file.
-        head, tail = [], backend.tokenize(header(_relative(project.path, project.roots), language_id))
-        parts = [backend.tokenize(render([s], language_id)) for s in snippets]
-    room = budget - len(head) - len(tail)
-    ids: list[int] = list(head)
+    special = {REPO_NAME: repo[0], FILE_SEP: repo[1]} if repo is not None else {}
+
+    def ids(piece: list[str]) -> list[int]:
+        out: list[int] = []
+        for segment in piece:
+            out.extend([special[segment]] if segment in special else backend.tokenize(segment))
+        return out
+
+    head, tail, parts = _pieces(repo is not None, language_id, project, snippets)
+    head_ids, tail_ids = ids(head), ids(tail)
+    room = budget - len(head_ids) - len(tail_ids)
+    lead: list[int] = list(head_ids)
     used: list[Snippet] = []
-    for snippet, part in zip(snippets, parts):
+    for snippet, part in zip(snippets, map(ids, parts)):
         if len(part) <= room:
-            ids.extend(part)
+            lead.extend(part)
             room -= len(part)
             used.append(snippet)
     if not used:
         return [], []
-    return ids + tail, used
+    return lead + tail_ids, used
+
+
+def _pieces(repo: bool, language_id: str, project: ProjectView,
+            snippets: list[Snippet]) -> tuple[list[str], list[str], list[list[str]]]:
+    """Head, tail and one piece per snippet, each a list of segments: text, or
+    REPO_NAME / FILE_SEP standing for the special token (repository format)."""
+    if repo:
+        root = project.roots[0] if project.roots else os.path.dirname(project.path or "")
+        head = [REPO_NAME, (os.path.basename(root.rstrip("/\\")) or "repo") + "\n"]
+        tail = [FILE_SEP, _relative(project.path, project.roots) + "\n"]
+        return head, tail, [[FILE_SEP, f"{s.path}\n{s.text.rstrip()}\n"] for s in snippets]
+    # The current file gets a header too, so the file's own text reads as the next file.
+    tail = [header(_relative(project.path, project.roots), language_id)]
+    return [], tail, [[render([s], language_id)] for s in snippets]
+
+
+def cross_file_text(backend: TextBackend, template: FimTemplate | None, prefix: str, suffix: str, language_id: str,
+                    project: ProjectView, budget: int) -> tuple[str, list[Snippet], int]:
+    """The lead as text for a server that reads the prompt as text (a remote
+    backend), the snippets it holds and its token count; ("", [], 0) when none fit.
+
+    Qwen2.5-Coder's repository format spells its special tokens out (the
+    server's tokenizer parses them); counts come from ``backend.tokenize``
+    (exact, or an estimate where the model's tokenizer is not at hand).
+    """
+    if budget <= 0:
+        return "", [], 0
+    snippets = gather(prefix, suffix, language_id, project)
+    if not snippets:
+        return "", [], 0
+    repo = template is not None and template.family == "qwen2.5-coder"
+    head, tail, parts = _pieces(repo, language_id, project, snippets)
+
+    def count(piece: list[str]) -> int:
+        return sum(1 if segment in (REPO_NAME, FILE_SEP) else len(backend.tokenize(segment)) for segment in piece)
+
+    room = budget - count(head) - count(tail)
+    used: list[Snippet] = []
+    texts: list[str] = []
+    for snippet, part in zip(snippets, parts):
+        size = count(part)
+        if size <= room:
+            texts.append("".join(part))
+            room -= size
+            used.append(snippet)
+    if not used:
+        return "", [], 0
+    return "".join(head) + "".join(texts) + "".join(tail), used, budget - room

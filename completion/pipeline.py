@@ -25,13 +25,14 @@ from .alignment import (
     vocabulary_index,
     word_backoff,
 )
-from .backend import Backend, Candidate, Constraint, GenerationRequest, GenerationResult
+from .backend import Backend, Candidate, Constraint, GenerationRequest, GenerationResult, TextBackend
 from .context import build_context, token_budget
 from .crossfile_prompt import CROSS_FILE_SHARE, cross_file_ids, header_marker
 from .gating import MAX_LINES, decide, stop_check
 from .postprocess import RepetitionStop, postprocess
 from .project import ProjectView
 from .templates import select_format
+from .text_prompt import build_text_prompt
 
 logger = logging.getLogger("tealtab.completion")
 
@@ -121,6 +122,76 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     if decision.mode == "none" or request.n <= 0:
         return CompletionOutcome([], "none", None, 0)
 
+    generation_stop = stop_check(decision)
+    if decision.mode == "multi":
+        # A block may loop on a line until the token limit; stop it there.
+        generation_stop = RepetitionStop(generation_stop)
+    max_new = request.max_new_tokens
+    if decision.mode == "single":
+        max_new = min(max_new, SINGLE_LINE_MAX_TOKENS)
+    # A multi-line answer cut by the time budget keeps its whole lines; a single line
+    # has nothing to keep but itself, so it finishes (bounded by its token cap).
+    decode_budget_s = (request.time_budget_ms / 1000
+                       if request.time_budget_ms is not None and decision.mode == "multi" else None)
+    if isinstance(backend, TextBackend):
+        generated = _generate_text(backend, request, prefix, suffix, max_new, generation_stop, decode_budget_s)
+    else:
+        generated = _generate_ids(backend, request, decision.mode, prefix, suffix, max_new, generation_stop,
+                                  decode_budget_s)
+    generation, removed, snippets, prompt_tokens, lead_tokens = generated
+    if generation is None:
+        return CompletionOutcome([], decision.mode, None, prompt_tokens, lead_tokens, len(snippets))
+    candidates = cut_unfinished(strip_reproduced(generation.candidates, removed))
+    if snippets:
+        candidates = cut_at_line(candidates, header_marker(request.language_id))
+    cleaned = postprocess(
+        candidates,
+        line_after=decision.line_after,
+        line_before=decision.line_before,
+        suffix=suffix,
+        stop_factory=functools.partial(stop_check, decision, MAX_LINES),
+        n=request.n,
+        context=decision.balance,
+    )
+    items = [CompletionItem(c.text.replace("\n", eol), offset, offset + c.replace, c.score, c.replace)
+             for c in cleaned]
+    logger.info(
+        "[%s] %s: %d of %d candidates kept, prompt %d tokens (%d reused)",
+        rid, decision.mode, len(items), len(generation.candidates), prompt_tokens, generation.reused_tokens,
+    )
+    return CompletionOutcome(items, decision.mode, generation, prompt_tokens, lead_tokens, len(snippets))
+
+
+# What a generation step hands back: the result (None: cancelled before it ran),
+# the text backed off for alignment, the snippets of other files, and the prompt's
+# token count and the share of it the snippets took.
+Generated = tuple["GenerationResult | None", str, list, int, int]
+
+
+def _generate_text(backend: TextBackend, request: CompletionRequest, prefix: str, suffix: str, max_new: int,
+                   stop, decode_budget_s: float | None) -> Generated:
+    """A backend that takes text (a remote server): the prompt laid out as text."""
+    try:
+        laid_out = build_text_prompt(backend, request, prefix, suffix, max_new, decode_budget_s)
+    except Exception:  # context from other files is a help: never a reason to fail the request
+        logger.exception("[%s] laying out the prompt with other files failed; completing without them",
+                         request.request_id)
+        laid_out = build_text_prompt(backend, dataclasses.replace(request, cross_file=False), prefix, suffix,
+                                     max_new, decode_budget_s)
+    laid_out.request.stop = aligned_stop(stop, laid_out.removed)
+    logger.debug("[%s] remote prompt: %s, about %d tokens (other files %d in %d snippets)", request.request_id,
+                 "FIM" if laid_out.request.fim else "prefix-only", laid_out.prompt_tokens, laid_out.lead_tokens,
+                 len(laid_out.snippets))
+    if request.cancel is not None and request.cancel.is_set():
+        return None, laid_out.removed, laid_out.snippets, laid_out.prompt_tokens, laid_out.lead_tokens
+    generation = backend.generate_text(laid_out.request)
+    return generation, laid_out.removed, laid_out.snippets, laid_out.prompt_tokens, laid_out.lead_tokens
+
+
+def _generate_ids(backend: Backend, request: CompletionRequest, mode: str, prefix: str, suffix: str, max_new: int,
+                  stop, decode_budget_s: float | None) -> Generated:
+    """The local engine: prompt ids with the family's FIM tokens, token alignment by a constraint."""
+    rid = request.request_id
     fmt = select_format(backend)
     budget = token_budget(request.context_tokens, backend.max_context, request.max_new_tokens, fmt.overhead)
     align = request.token_alignment
@@ -171,54 +242,26 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
         logger.debug("[%s] cancelled before generation", rid)
         if warm_later:
             warm_vocabulary_index(backend)
-        return CompletionOutcome([], decision.mode, None, len(prompt_ids), len(lead_ids), len(snippets))
+        return None, removed, snippets, len(prompt_ids), len(lead_ids)
 
-    generation_stop = stop_check(decision)
-    if decision.mode == "multi":
-        # A block may loop on a line until the token limit; stop it there.
-        generation_stop = RepetitionStop(generation_stop)
-    max_new = request.max_new_tokens
-    if decision.mode == "single":
-        max_new = min(max_new, SINGLE_LINE_MAX_TOKENS)
     generation = backend.generate(GenerationRequest(
         prompt_ids=prompt_ids,
         n=request.n,
         max_new_tokens=max_new,
         temperature=request.temperature,
-        stop=aligned_stop(generation_stop, removed),
+        stop=aligned_stop(stop, removed),
         deadline=request.deadline,
-        # A multi-line answer cut by the time budget keeps its whole lines; a single line
-        # has nothing to keep but itself, so it finishes (bounded by its token cap).
-        decode_budget_s=(request.time_budget_ms / 1000
-                         if request.time_budget_ms is not None and decision.mode == "multi" else None),
+        decode_budget_s=decode_budget_s,
         cancel=request.cancel,
         reuse_prefix=request.reuse_prefix,
         stop_token_ids=fmt.stop_ids,
         constraint=constraint,
         branch=request.branch,
-        extra_steps=EXTRA_STEPS[decision.mode],
+        extra_steps=EXTRA_STEPS[mode],
     ))
-    candidates = cut_unfinished(strip_reproduced(generation.candidates, removed))
-    if snippets:
-        candidates = cut_at_line(candidates, header_marker(request.language_id))
-    cleaned = postprocess(
-        candidates,
-        line_after=decision.line_after,
-        line_before=decision.line_before,
-        suffix=suffix,
-        stop_factory=functools.partial(stop_check, decision, MAX_LINES),
-        n=request.n,
-        context=decision.balance,
-    )
-    items = [CompletionItem(c.text.replace("\n", eol), offset, offset + c.replace, c.score, c.replace)
-             for c in cleaned]
-    logger.info(
-        "[%s] %s: %d of %d candidates kept, prompt %d tokens (%d reused)",
-        rid, decision.mode, len(items), len(generation.candidates), len(prompt_ids), generation.reused_tokens,
-    )
     if warm_later:
         warm_vocabulary_index(backend)
-    return CompletionOutcome(items, decision.mode, generation, len(prompt_ids), len(lead_ids), len(snippets))
+    return generation, removed, snippets, len(prompt_ids), len(lead_ids)
 
 
 def cut_at_line(candidates: list[Candidate], marker: str) -> list[Candidate]:

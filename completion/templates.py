@@ -39,10 +39,27 @@ class FimTemplate:
     # prefix text (SentencePiece's dummy prefix), the spaces before <SUF> and
     # <MID> belong to the tokens themselves ("▁<SUF>", "▁<MID>").
     prefix_lead: str = ""
+    # The slots as text, where a server reads the prompt as text (remote
+    # backends); empty: each slot's first spelling.
+    text_slots: tuple[str, ...] = ()
 
     def slots(self) -> list[Slot]:
         """The special token slots of the layout."""
         return [part for part in self.layout if isinstance(part, tuple)]
+
+    def render_text(self, prefix: str, suffix: str) -> str:
+        """The prompt as text, special tokens spelled out, for a server that
+        tokenizes it (and parses the special tokens) itself."""
+        spelled = iter(self.text_slots or [slot[0] for slot in self.slots()])
+        out = []
+        for part in self.layout:
+            if part == PREFIX:
+                out.append(self.prefix_lead + prefix)
+            elif part == SUFFIX:
+                out.append(suffix)
+            else:
+                out.append(next(spelled))
+        return "".join(out)
 
 
 QWEN_CODER = FimTemplate(
@@ -66,6 +83,7 @@ CODELLAMA = FimTemplate(
     (("<PRE>", "▁<PRE>"), PREFIX, ("<SUF>", "▁<SUF>"), SUFFIX, ("<MID>", "▁<MID>")),
     ("<EOT>", "▁<EOT>"),
     prefix_lead=" ",
+    text_slots=("<PRE>", " <SUF>", " <MID>"),
 )
 CODEGEMMA = FimTemplate(
     "codegemma",

@@ -248,7 +248,11 @@ def test_word_backoff():
     assert word_backoff("import r") == ("import", " r")
     assert word_backoff("if (a ==") == ("if (a", " ==")
     assert word_backoff("x = foo.ba") == ("x = foo.", "ba")
-    assert word_backoff("def f():\n  ") == ("def f():\n  ", "")  # blanks stay
+    # Blanks go with the piece after them: the prompt never ends inside a run of spaces.
+    assert word_backoff("def f():\n  ") == ("def f():\n", "  ")
+    assert word_backoff("def f():\n    ret") == ("def f():\n", "    ret")
+    assert word_backoff("x =  fo") == ("x =", "  fo")
+    assert word_backoff("def f():\n") == ("def f():\n", "")  # a prompt may end at a newline
     assert word_backoff("") == ("", "")
 
 
