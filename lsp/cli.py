@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
                           help="weights in int8 or NF4 (bitsandbytes formats; quantized and cached on first use)")
     complete.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
+    remote_arguments(complete)
 
     calibrate = commands.add_parser("calibrate", help="calibrate TEAL activation sparsity for a model (slow)")
     calibrate.add_argument("--model", help="model to calibrate (default: this machine's default model)")
@@ -133,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     calibrate.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
 
-    commands.add_parser("doctor", help="report the Python, torch, GPU and model setup")
+    doctor = commands.add_parser("doctor", help="report the Python, torch, GPU and model setup; check a remote endpoint")
+    doctor.add_argument("--model", help="also check this model setting; a remote endpoint gets a FIM request")
+    remote_arguments(doctor)
 
     demo = commands.add_parser("demo", help="complete a sample file through the real server")
     demo.add_argument("file", nargs="?", help="a file with '# tealtab: complete here' lines (default: bundled sample)")
@@ -144,6 +147,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                       help="the server's quantization setting: none (its default), int8 or nf4")
     return parser
+
+
+def remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """The remote-endpoint options (the settings remoteModel, apiKeyEnv, remoteTimeout)."""
+    parser.add_argument("--remote-model", metavar="NAME", help="with --model openai:URL, llamacpp:URL or ollama:URL: "
+                        "the model name the server serves (default: its first)")
+    parser.add_argument("--api-key-env", metavar="VAR", help="the environment variable that holds the API key")
+    parser.add_argument("--remote-timeout", type=float, default=10.0, metavar="S", help="seconds (default 10)")
+
+
+def remote_settings(args: argparse.Namespace):
+    """Settings for the model and remote options on the command line."""
+    from .settings import Settings
+
+    if not 0.5 <= args.remote_timeout <= 600:
+        raise UsageError("--remote-timeout must be from 0.5 to 600 seconds")
+    return Settings(model=args.model, device=getattr(args, "device", "auto"),
+                    quantization=getattr(args, "quantization", "none"), remote_model=args.remote_model,
+                    api_key_env=args.api_key_env, remote_timeout=args.remote_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                             quantization=args.quantization)
         from .doctor import run_doctor
 
-        return run_doctor()
+        return run_doctor(remote_settings(args))
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
     except KeyboardInterrupt:
@@ -236,14 +258,14 @@ def _run_complete(args: argparse.Namespace) -> int:
     offset = offset_of(text, line, column)
     language = args.language or language_for_path(path) or "plaintext"
 
-    from tealtab.engine import loading
+    from .worker import open_backend, shown_model
 
     bar = ProgressBar()
+    settings = remote_settings(args)
     try:
-        model = args.model or loading.default_model(args.device)
-        bar.say(f"loading {model} on {args.device}")
+        bar.say(f"loading {shown_model(args.model)} on {'its server' if settings.remote else args.device}")
         load_started = time.monotonic()
-        backend = loading.load_backend(model, args.device, progress=bar, quantization=args.quantization)
+        backend, model = open_backend(settings, progress=bar)
     except Exception as exc:
         bar.say(f"could not load the model: {exc}")
         return EXIT_FAILURE

@@ -19,12 +19,17 @@ def _version_of(distribution: str) -> str | None:
         return None
 
 
-def run_doctor() -> int:
-    """Print the report; 1 when something tealtab needs is missing."""
+def run_doctor(settings=None) -> int:
+    """Print the report; 1 when something tealtab needs is missing. With ``settings``
+    naming a remote endpoint (``--model openai:URL`` ...), check that endpoint instead
+    of the local engine."""
     ok = True
     _line("python", f"{platform.python_version()} ({sys.executable})")
     _line("tealtab", _version_of("tealtab") or "not installed as a distribution")
     _line("pygls / lsprotocol", f"{_version_of('pygls')} / {_version_of('lsprotocol')}")
+    _line("httpx", _version_of("httpx") or "MISSING (remote endpoints need it)")
+    if settings is not None and settings.remote:
+        return _remote_report(settings)
 
     try:
         import torch
@@ -106,3 +111,37 @@ def _calibration_of(loading, model: str) -> str:
     if shipped is not None:
         return f"{model}: shipped calibration at {shipped}"
     return f"{model}: not calibrated (`tealtab calibrate` makes one; minutes on a CPU)"
+
+
+def _remote_report(settings) -> int:
+    """Check a remote endpoint: reachable, the model it serves, one FIM request and its latency."""
+    from tealtab.completion.backend import ModelError
+    from tealtab.completion.model_source import parse_model_source
+
+    try:
+        source = parse_model_source(settings.model)
+        from tealtab.engine.remote import connect
+
+        backend = connect(source, served_model=settings.remote_model, api_key_env=settings.api_key_env,
+                          timeout_s=settings.remote_timeout)
+    except ModelError as exc:
+        _line("endpoint", f"UNUSABLE: {exc}")
+        return 1
+    _line("endpoint", source.display)
+    health = backend.status()
+    if not health["reachable"]:
+        _line("  reachable", f"NO: {health['lastError']}")
+        return 1
+    _line("  reachable", f"yes ({health['lastLatencyMs']:.0f} ms to list its models)")
+    _line("  model served", backend.served_model or "(the server's default; set remoteModel to name one)")
+    _line("  family", f"{backend.family or 'unknown'}: "
+                      f"{'FIM by the server' if backend.server_fim else 'prompt laid out by tealtab'}")
+    _line("  context", f"{backend.max_context} tokens per request")
+    _line("  token budget", f"exact, tokenizer at {backend.tokenizer_path}" if backend.tokenizer_path
+          else "estimated from characters (the model's tokenizer is not on this machine)")
+    check = backend.check()
+    if check["error"]:
+        _line("  FIM request", f"FAILED after {check['ms']:.0f} ms: {check['error']}")
+        return 1
+    _line("  FIM request", f"answered in {check['ms']:.0f} ms: {check['text']!r}")
+    return 0

@@ -145,6 +145,7 @@ async def inline_completion(
         return _empty()
     finally:
         server.inflight.finish(inflight)
+        server.show_remote_notices()
 
     latency_ms = 1000 * (time.monotonic() - started)
     if inflight.cancel.is_set():

@@ -119,6 +119,19 @@ class TealtabServer(LanguageServer):
         # Candidates on screen came from the old model.
         self.typed_ahead.invalidate()
 
+    def show_remote_notices(self) -> None:
+        """Show what a remote backend has to say: once when its server becomes
+        unreachable (a message), once when it is back (a log line); never per keystroke."""
+        health = getattr(self.worker.backend, "health", None)
+        if health is None:
+            return
+        for level, message in health.take_notices():
+            logger.info("%s", message)
+            if level == "error":
+                self.show_to_client(message, types.MessageType.Warning)
+            else:
+                self.log_to_client(message, types.MessageType.Info)
+
     def serving_description(self) -> str | None:
         """The serving model as the user would name it (``X`` or ``X (int8)``); None without one."""
         if self.model_name is None or self.serving is None:
