@@ -15,13 +15,14 @@ export const SECTION = 'tealtab';
 export const SERVER_KEYS = [
   'model', 'device', 'quantization', 'sparsity', 'candidates', 'maxNewTokens', 'temperature',
   'tokenAlignment', 'contextTokens', 'enable', 'languages', 'crossFileContext', 'timeBudgetMs',
+  'remoteModel', 'apiKeyEnv', 'remoteTimeout',
 ] as const;
 
 /**
- * Keys whose change makes the server load the model again (Settings.load_key on the server).
- * `sparsity` is not one: the server applies it to the loaded model.
+ * Keys whose change makes the server load the model again, or connect to a remote one again
+ * (Settings.load_key on the server). `sparsity` is not one: the server applies it to the loaded model.
  */
-export const LOAD_KEYS = ['model', 'device', 'quantization'] as const;
+export const LOAD_KEYS = ['model', 'device', 'quantization', 'remoteModel', 'apiKeyEnv', 'remoteTimeout'] as const;
 
 export type ServerSettings = Record<(typeof SERVER_KEYS)[number], unknown>;
 
@@ -43,6 +44,15 @@ export function serverSettings(): ServerSettings {
 /** What decides which model is loaded; a different value means the server reloads. */
 export function loadKey(settings: ServerSettings = serverSettings()): string {
   return JSON.stringify(LOAD_KEYS.map((key) => settings[key]));
+}
+
+/**
+ * The names of the load keys that differ between two `loadKey()` values, for the log: never the
+ * values (`apiKeyEnv` may hold a key pasted by mistake, a remote `model` a password).
+ */
+export function changedLoadKeys(before: string, after: string): string[] {
+  const [old, now] = [JSON.parse(before), JSON.parse(after)] as unknown[][];
+  return LOAD_KEYS.filter((_, index) => JSON.stringify(old[index]) !== JSON.stringify(now[index]));
 }
 
 /** Whether completions are on for documents of `languageId` (the same rule as the server's). */

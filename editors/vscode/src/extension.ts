@@ -6,13 +6,19 @@
 import * as vscode from 'vscode';
 import { DidChangeConfigurationNotification, LanguageClient } from 'vscode-languageclient/node';
 import * as commands from './commands';
-import { SECTION, loadKey, serverConfig, serverSettings } from './config';
+import { SECTION, changedLoadKeys, loadKey, serverConfig, serverSettings } from './config';
 import { ACCEPTED_COMMAND, AcceptParams, InlineCompletions } from './inline';
 import { LoadProgress } from './progress';
 import { createClient, preflight, resolveLaunch } from './server';
 import { StatusBar } from './status';
 
 const STOP_TIMEOUT_MS = 3000;
+/**
+ * Settings changes this close together reach the server as one notification: a command that
+ * writes several keys (the remote endpoint's `model` and `remoteModel`) then causes one reload,
+ * not one with a half-written endpoint first.
+ */
+const SETTINGS_COALESCE_MS = 100;
 
 class Controller implements vscode.Disposable {
   readonly output = vscode.window.createOutputChannel('tealtab', { log: true });
@@ -22,6 +28,7 @@ class Controller implements vscode.Disposable {
 
   private client: LanguageClient | undefined;
   private lastLoadKey = loadKey();
+  private settingsTimer: NodeJS.Timeout | undefined;
   /** Start/stop/restart run one after the other, never interleaved. */
   private queue: Promise<void> = Promise.resolve();
 
@@ -105,21 +112,37 @@ class Controller implements vscode.Disposable {
       void this.restart();
       return;
     }
-    if (!event.affectsConfiguration(SECTION) || !this.client?.isRunning()) {
+    if (!event.affectsConfiguration(SECTION)) {
+      return;
+    }
+    if (this.settingsTimer) {
+      clearTimeout(this.settingsTimer);
+    }
+    this.settingsTimer = setTimeout(() => this.pushSettings(), SETTINGS_COALESCE_MS);
+  }
+
+  /** Send the current settings to the running server (the one source of didChangeConfiguration). */
+  private pushSettings(): void {
+    this.settingsTimer = undefined;
+    if (!this.client?.isRunning()) {
       return;
     }
     const settings = serverSettings();
     const key = loadKey(settings);
     if (key !== this.lastLoadKey) {
+      const changed = changedLoadKeys(this.lastLoadKey, key).join(', ');
       this.lastLoadKey = key;
       this.inline.debounce.reset(); // another model answers at another speed
-      this.output.info(`model settings changed: ${key}; the server reloads (the current model answers meanwhile)`);
+      this.output.info(`model settings changed (${changed}); the server reloads (the current model answers meanwhile)`);
     }
     void this.client.sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: settings } });
     this.status.refreshSoon();
   }
 
   async dispose(): Promise<void> {
+    if (this.settingsTimer) {
+      clearTimeout(this.settingsTimer);
+    }
     await this.enqueue(() => this.doStop());
     this.status.dispose();
     this.progress.dispose();

@@ -1,6 +1,7 @@
 /**
  * The status bar item: starting / loading / ready / error / disabled, the model, the device
- * and the last completion's latency, from the server's `tealtab/status` request
+ * (or the remote endpoint and whether it answers) and the last completion's latency, from the
+ * server's `tealtab/status` request
  * (lsp/status.py). The server sends no status notifications, so the item polls: often while
  * the server starts or loads, rarely once it is ready, and soon after each completion.
  *
@@ -12,6 +13,20 @@ import * as vscode from 'vscode';
 import { LanguageClient, State } from 'vscode-languageclient/node';
 
 export const STATUS_REQUEST = 'tealtab/status';
+
+/** A remote model's endpoint (`openai:`, `llamacpp:`, `ollama:`); null in the status for a local model. */
+export interface RemoteStatus {
+  /** The `model` setting without credentials, e.g. `openai:http://host:8000/v1`. */
+  endpoint: string;
+  /** The served model name in use; null: the server's default (its only or first model). */
+  model: string | null;
+  /** null: not tried yet. */
+  reachable: boolean | null;
+  lastLatencyMs: number | null;
+  lastError: string | null;
+  /** Seconds until requests are tried again after failures; null when not backing off. */
+  retryInS: number | null;
+}
 
 export interface ServerStatus {
   state: 'loading' | 'ready' | 'error' | 'disabled';
@@ -26,6 +41,8 @@ export interface ServerStatus {
     levels: number[] | null;
     calibrating: boolean;
   } | null;
+  /** The remote endpoint; null (or absent, from older servers) for a local model. */
+  remote?: RemoteStatus | null;
 }
 
 /** `sparsity: 0.5 (setting auto, calibrated levels 0.25-0.7)`, or undefined without a local model. */
@@ -41,15 +58,60 @@ export function sparsityLine(status: ServerStatus | undefined): string | undefin
   return `sparsity: ${sparsity.level} (setting ${sparsity.requested}, ${levels}${calibrating})`;
 }
 
+/** The remote endpoint's state for the tooltip, one line each; empty for a local model. */
+export function remoteLines(status: ServerStatus | undefined): string[] {
+  const remote = status?.remote;
+  if (!remote) {
+    return [];
+  }
+  const lines = [`endpoint: ${remote.endpoint}`, `served model: ${remote.model ?? 'the server\'s default'}`];
+  if (remote.reachable == null) {
+    lines.push('endpoint state: not tried yet');
+  } else {
+    const latency = typeof remote.lastLatencyMs === 'number' ? `, last request ${Math.round(remote.lastLatencyMs)} ms` : '';
+    lines.push(`endpoint state: ${remote.reachable ? 'reachable' : '**unreachable**'}${latency}`);
+  }
+  if (remote.lastError) {
+    lines.push(`last error: ${remote.lastError}`);
+  }
+  if (typeof remote.retryInS === 'number') {
+    lines.push(`retrying in ${Math.ceil(remote.retryInS)} s`);
+  }
+  return lines;
+}
+
 type Shown = ServerStatus['state'] | 'starting' | 'stopped';
 
 const FAST_POLL_MS = 1000;
 const SLOW_POLL_MS = 5000;
 
-/** A model path is shown by its last part; ids such as `Qwen/Qwen2.5-Coder-1.5B` stay whole. */
+/** A remote endpoint (`openai:URL`, `llamacpp:URL`, `ollama:URL`) as `kind` and `url`; undefined for a local model. */
+export function parseRemote(model: string | null | undefined): { kind: string; url: string } | undefined {
+  const match = /^(openai|llamacpp|ollama):(.*)$/i.exec(model?.trim() ?? '');
+  return match ? { kind: match[1].toLowerCase(), url: match[2] } : undefined;
+}
+
+/** A remote endpoint without credentials (user:password@) and query; any other model as it is. */
+export function shownModel(model: string): string {
+  const remote = parseRemote(model);
+  if (!remote) {
+    return model;
+  }
+  return `${remote.kind}:${remote.url.replace(/^([a-z]+:\/\/)[^/?#]*@/i, '$1').replace(/[?#].*$/, '')}`;
+}
+
+/**
+ * A model path is shown by its last part; ids such as `Qwen/Qwen2.5-Coder-1.5B` stay whole; a
+ * remote endpoint is shown by its host (`host:8000`), never with credentials.
+ */
 export function shortModel(model: string | null | undefined): string {
   if (!model) {
     return 'default model';
+  }
+  const remote = parseRemote(model);
+  if (remote) {
+    const host = /^[a-z]+:\/\/(?:[^/?#@]*@)?([^/?#]+)/i.exec(remote.url.trim())?.[1];
+    return host ?? remote.kind;
   }
   const isPath = /^([/.~]|[A-Za-z]:\\)/.test(model) || model.endsWith('.gguf');
   return isPath ? model.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || model : model;
@@ -152,8 +214,17 @@ export class StatusBar implements vscode.Disposable {
         item.text = `$(loading~spin) tealtab: loading ${model}`;
         break;
       case 'ready': {
-        const parts = ['tealtab: ready', model];
-        if (status?.device) {
+        const remote = status?.remote;
+        if (remote?.reachable === false) {
+          // Like the error state, in the warning colour: the model is configured but does not answer.
+          item.text = `$(warning) tealtab: unreachable (${shortModel(remote.endpoint)})`;
+          item.backgroundColor = new vscode.ThemeColor('statusBarItem.warningBackground');
+          break;
+        }
+        const parts = ['tealtab: ready', remote ? shortModel(remote.endpoint) : model];
+        if (remote?.model) {
+          parts.push(remote.model);
+        } else if (!remote && status?.device) {
           parts.push(status.device);
         }
         if (typeof status?.lastLatencyMs === 'number') {
@@ -174,9 +245,16 @@ export class StatusBar implements vscode.Disposable {
         item.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
         break;
     }
-    const lines = [`**tealtab**: ${this.shown}`];
-    if (status) {
+    const unreachable = this.shown === 'ready' && status?.remote?.reachable === false;
+    const lines = [`**tealtab**: ${this.shown}${unreachable ? ', the endpoint does not answer' : ''}`];
+    if (status?.remote) {
+      lines.push(...remoteLines(status));
+    } else if (status?.model && parseRemote(status.model)) {
+      lines.push(`model: ${shownModel(status.model)}`); // a remote endpoint not serving (yet): no device
+    } else if (status) {
       lines.push(`model: ${status.model ?? 'default'}`, `device: ${status.device ?? 'auto'}`);
+    }
+    if (status) {
       if (typeof status.lastLatencyMs === 'number') {
         lines.push(`last completion: ${status.lastLatencyMs} ms`);
       }

@@ -6,16 +6,75 @@ local function say(message, level)
   vim.notify(message, level or vim.log.levels.INFO, { title = 'tealtab' })
 end
 
+local function given(value)
+  return value ~= nil and value ~= vim.NIL
+end
+
+local remote_kinds = { openai = true, llamacpp = true, ollama = true }
+
+---A remote endpoint (`openai:URL`, `llamacpp:URL`, `ollama:URL`) without its credentials
+---(user:password@) and query; any other model as it is. Nil for nil.
+---@param model string|nil
+---@return string? shown
+---@return boolean remote
+function M.shown_model(model)
+  if not given(model) then
+    return nil, false
+  end
+  local kind, url = tostring(model):match('^(%a+):(.*)$')
+  if not (kind and remote_kinds[kind:lower()]) then
+    return model, false
+  end
+  url = url:gsub('^(%a+://)[^/?#]*@', '%1')
+  url = url:gsub('[?#].*$', '')
+  return kind .. ':' .. url, true
+end
+
+---The remote endpoint's part of a status, e.g. `remote openai:http://gpu-box:8000/v1 (served model:
+---Qwen/Qwen2.5-Coder-1.5B) reachable, last request 85 ms`; nil for a local model.
+---@param remote tealtab.RemoteStatus|nil
+---@return string?
+function M.format_remote(remote)
+  if type(remote) ~= 'table' then
+    return nil
+  end
+  local text = ('remote %s (served model: %s)'):format(tostring(remote.endpoint),
+    given(remote.model) and remote.model or "the server's default")
+  if remote.reachable == true then
+    text = text .. ' reachable'
+  elseif remote.reachable == false then
+    text = text .. ' UNREACHABLE'
+  else
+    text = text .. ' not tried yet'
+  end
+  if type(remote.lastLatencyMs) == 'number' then
+    text = text .. (', last request %.0f ms'):format(remote.lastLatencyMs)
+  end
+  if type(remote.lastError) == 'string' then
+    text = text .. ', last error: ' .. remote.lastError
+  end
+  if type(remote.retryInS) == 'number' then
+    text = text .. (', retrying in %d s'):format(math.ceil(remote.retryInS))
+  end
+  return text
+end
+
 ---One line describing a `tealtab/status` result.
 ---@param status tealtab.Status
 ---@return string
 function M.format_status(status)
   local parts = { 'tealtab: ' .. tostring(status.state) }
-  if status.model and status.model ~= vim.NIL then
-    parts[#parts + 1] = 'model ' .. status.model
-  end
-  if status.device and status.device ~= vim.NIL then
-    parts[#parts + 1] = 'on ' .. status.device
+  local remote = M.format_remote(status.remote)
+  if remote then
+    parts[#parts + 1] = remote
+  else
+    local model, remote_model = M.shown_model(status.model)
+    if model then
+      parts[#parts + 1] = 'model ' .. model
+    end
+    if given(status.device) and not remote_model then -- a remote endpoint not serving (yet): no device
+      parts[#parts + 1] = 'on ' .. status.device
+    end
   end
   if type(status.lastLatencyMs) == 'number' then
     parts[#parts + 1] = ('last completion %.0f ms'):format(status.lastLatencyMs)
@@ -48,7 +107,8 @@ function actions.status()
     if err then
       say('tealtab: ' .. err, vim.log.levels.WARN)
     else
-      say(M.format_status(status))
+      local unreachable = type(status.remote) == 'table' and status.remote.reachable == false
+      say(M.format_status(status), unreachable and vim.log.levels.WARN or nil)
     end
   end)
 end

@@ -13,7 +13,7 @@ local M = {}
 ---@class tealtab.Config
 ---@field cmd string[] Command that starts the server (default `{ "tealtab", "lsp" }`).
 ---@field filetypes string[] Filetypes the server is started for.
----@field settings table<string, any> Server settings (`model`, `device`, `candidates`, ...), see |tealtab-settings|.
+---@field settings table<string, any> Server settings (`model`, `device`, `candidates`, `remoteModel`, ...), see |tealtab-settings|; the server validates them.
 ---@field debounce_ms integer Delay after the last keystroke before a request (the upper bound with `adaptive_debounce`).
 ---@field adaptive_debounce boolean Shorten the delay when the server answers fast (|tealtab-debounce|).
 ---@field auto_trigger boolean Request automatically while typing.

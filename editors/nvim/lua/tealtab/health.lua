@@ -32,17 +32,41 @@ local function status_of(request, timeout_ms)
   return result
 end
 
+---A remote model's endpoint: reachable, unreachable (with the error and the retry) or not tried yet.
+local function report_remote(remote)
+  local line = require('tealtab.commands').format_remote(remote)
+  if not line then
+    return
+  end
+  if remote.reachable == true then
+    health.ok(line)
+  elseif remote.reachable == false then
+    health.warn(line, {
+      'check that the remote server runs and that the URL in settings.model is right',
+      'with an API key: settings.apiKeyEnv is the name of an environment variable (never the key) set where Neovim starts',
+    })
+  else
+    health.info(line)
+  end
+end
+
 local function report_status(status)
   if not status then
     health.warn('the server did not answer tealtab/status in time')
+    return
+  end
+  local model = require('tealtab.commands').shown_model(status.model) -- an endpoint without credentials
+  if status.state == 'ready' and type(status.remote) == 'table' then
+    health.ok(('model %s ready'):format(model))
   elseif status.state == 'ready' then
-    health.ok(('model %s ready on %s'):format(status.model, status.device))
+    health.ok(('model %s ready on %s'):format(model, status.device))
   elseif status.state == 'error' then
     health.error('the model failed to load: ' .. tostring(status.error))
   else
-    health.warn(('server state %s (model %s, device %s)'):format(status.state, tostring(status.model),
+    health.warn(('server state %s (model %s, device %s)'):format(status.state, tostring(model),
       tostring(status.device)))
   end
+  report_remote(status.remote)
 end
 
 ---Start a throwaway server, wait (bounded) for its model, and ask its status.

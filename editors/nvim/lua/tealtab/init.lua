@@ -149,7 +149,8 @@ function M.is_enabled()
   return require('tealtab.completion').enabled
 end
 
----Load another model (a built-in name, Hugging Face id, folder or .gguf file).
+---Load another model (a built-in name, Hugging Face id, folder, .gguf file, or a remote endpoint:
+---`openai:URL`, `llamacpp:URL`, `ollama:URL`; its served name is `settings.remoteModel`).
 ---@param name string
 function M.set_model(name)
   require('tealtab.config').options.settings.model = name

@@ -146,5 +146,14 @@ end
 ---@field lastLatencyMs number?
 ---@field error string?
 ---@field sparsity table? `{ requested = "auto"|number, level = number?, levels = number[]?, calibrating = boolean, ... }`
+---@field remote tealtab.RemoteStatus? nil (or vim.NIL) for a local model
+
+---@class tealtab.RemoteStatus
+---@field endpoint string The `model` setting without credentials, e.g. `openai:http://host:8000/v1`.
+---@field model string? The served model name in use (nil: the server's default, its only or first).
+---@field reachable boolean? nil: not tried yet.
+---@field lastLatencyMs number?
+---@field lastError string?
+---@field retryInS number? Seconds until requests are tried again after failures.
 
 return M
