@@ -38,6 +38,9 @@ from tealtab.engine.env import builtin_converted_dir
 from tealtab.engine.remote_wire import Features, RemoteError, calls, error_text, is_unsupported, parse_line
 
 log = logging.getLogger("tealtab.engine.remote")
+# httpx logs every request's URL at INFO, credentials in the URL included: only its warnings.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Without the model's tokenizer at hand, budgets count this many characters per
 # token: code averages 3-4 with BPE coder vocabularies; fewer errs towards a
@@ -76,6 +79,7 @@ class RemoteHealth:
             if self.reachable is False:
                 self.notices.append(("info", f"tealtab: {self.endpoint} is reachable again ({latency_ms:.0f} ms)"))
             self.reachable, self.last_latency_ms, self.failures, self.retry_at = True, latency_ms, 0, 0.0
+            self.last_error = None
 
     def failed(self, message: str) -> float:
         """A request failed: back off, and a notice the first time; returns the back-off in seconds."""
@@ -117,6 +121,8 @@ class _Row:
         self.logprob = 0.0
         self.tokens = 0
         self.finish: str | None = None
+        # Finished here (stop rule, stop string, time), not by the server: its stream is closed early.
+        self.cut = False
 
     def candidate(self) -> Candidate:
         return Candidate(self.text, [], self.logprob, self.finish or "stop", token_count=self.tokens or None)
@@ -196,7 +202,7 @@ class RemoteBackend:
         try:
             self._run_sync(self._probe(), timeout=self.timeout_s + 1)
         except Exception as exc:  # recorded; requests retry the probe
-            self.health.failed(describe_failure(exc, self.health.endpoint, self.timeout_s))
+            self.health.failed(self._scrub(describe_failure(exc, self.health.endpoint, self.timeout_s)))
             return
         self.health.succeeded(1000 * (time.monotonic() - started))
         self._probed = True
@@ -226,7 +232,7 @@ class RemoteBackend:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = (os.environ.get(self.api_key_env) or "").strip() if self.api_key_env else ""
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _root(self) -> str:
@@ -311,9 +317,11 @@ class RemoteBackend:
                 limit = self.timeout_s
                 if request.deadline is not None:
                     limit = min(limit, max(0.0, request.deadline - time.monotonic()))
-                results = await asyncio.wait_for(
-                    asyncio.gather(*(self._stream(c, rows, request, timing) for c in planned),
-                                   return_exceptions=True), limit)
+                gathered = asyncio.gather(*(self._stream(c, rows, request, timing) for c in planned),
+                                          return_exceptions=True)
+                # A cancelled gather's outcome is collected here, or Python < 3.12 logs it as never retrieved.
+                gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
+                results = await asyncio.wait_for(gathered, limit)
                 failed = [r for r in results if isinstance(r, BaseException)]
                 if failed and (attempt == 0 and self._refused(failed[0])):
                     rows = [_Row() for _ in rows]
@@ -322,7 +330,7 @@ class RemoteBackend:
                     return self._failure(results[0] if isinstance(results[0], BaseException) else failed[0])
                 if failed:  # the greedy candidate came: keep it, say what the others hit
                     log.info("remote: %d of %d calls failed: %s", len(failed), len(results),
-                             describe_failure(failed[0], self.health.endpoint, self.timeout_s))
+                             self._scrub(describe_failure(failed[0], self.health.endpoint, self.timeout_s)))
                 break
             except asyncio.TimeoutError as exc:
                 if request.deadline is not None and time.monotonic() >= request.deadline - 0.01:
@@ -345,47 +353,67 @@ class RemoteBackend:
         """Turn off what the server said it does not take; True when a retry may now succeed."""
         if not isinstance(exc, RemoteError) or exc.status is None:
             return False
-        message = str(exc)
-        if self.protocol == "llamacpp" and self.features.infill and is_unsupported(exc.status, message, "infill"):
+        if self.protocol == "llamacpp" and self.features.infill and is_unsupported(exc.status, exc.detail, "infill"):
             log.info("%s has no /infill for its model: prompts are laid out here (/completion)", self.name)
             self.features.infill = False
             return True
-        if self.protocol == "openai" and (self.features.n or self.features.logprobs) and exc.status in (400, 422):
-            log.info("%s refused n or logprobs (%s): sampling with one call per candidate, no log-probabilities",
-                     self.name, message)
-            self.features.n = self.features.logprobs = False
-            return True
-        return False
+        if self.protocol != "openai":
+            return False
+        refused = [f for f in ("n", "logprobs") if getattr(self.features, f) and is_unsupported(exc.status, exc.detail, f)]
+        for feature in refused:
+            setattr(self.features, feature, False)
+        if refused:
+            log.info("%s refused %s (%s): %s", self.name, " and ".join(refused), exc.detail,
+                     "one call per candidate" if "n" in refused else "no log-probabilities")
+        return bool(refused)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the API key, whatever echoed it (a server's error body, an HTTP library)."""
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        for secret in {key, key.strip()} if key else ():
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def _failure(self, exc: BaseException) -> GenerationResult:
-        message = describe_failure(exc, self.health.endpoint, self.timeout_s)
+        message = self._scrub(describe_failure(exc, self.health.endpoint, self.timeout_s))
         wait = self.health.failed(message)
         log.warning("remote request failed: %s (next try in %.0f s)", message, wait)
         return GenerationResult([], stats={"remote": self.protocol, "error": message})
 
     async def _stream(self, call, rows: list[_Row], request: TextGenerationRequest, timing: dict) -> None:
-        """Read one call's stream into its rows; return as soon as they are all finished."""
+        """Read one call's stream into its rows; close it as soon as they are all finished and
+        one was cut here (stop rule, time), else read it to its end."""
+        import httpx
+
         url = self._url + call.path
         async with self._client.stream("POST", url, json=call.body, headers=self._headers()) as response:
             if response.status_code >= 400:
                 body = await _read_limited(response)
-                raise RemoteError(http_error(response.status_code, body, call.path), response.status_code)
+                raise RemoteError(self._scrub(http_error(response.status_code, body, call.path,
+                                                         keyed=self.api_key_env is not None)),
+                                  response.status_code, self._scrub(error_text(body)))
             ended = False
-            async for line in response.aiter_lines():
-                for piece in parse_line(self.protocol, call.stream, line):
-                    if piece.end and not piece.text and piece.finish is None:
-                        ended = True
-                        continue
-                    if 0 <= piece.choice < len(call.rows):
-                        if timing["first"] is None:
-                            timing["first"] = time.monotonic()
-                        _add(rows[call.rows[piece.choice]], piece, request)
-                    ended = ended or piece.end
-                _apply_time(rows, call.rows, request, timing)
-                if all(rows[i].finish is not None for i in call.rows):
-                    return  # leaving the block closes the stream: the server stops
-                if ended:
-                    break
+            try:
+                async for line in response.aiter_lines():
+                    if ended:
+                        continue  # read to the end, so that the connection goes back to the pool
+                    for piece in parse_line(self.protocol, call.stream, line):
+                        if piece.end and not piece.text and piece.finish is None:
+                            ended = True
+                            continue
+                        if 0 <= piece.choice < len(call.rows):
+                            if timing["first"] is None:
+                                timing["first"] = time.monotonic()
+                            _add(rows[call.rows[piece.choice]], piece, request)
+                        ended = ended or piece.end
+                    _apply_time(rows, call.rows, request, timing)
+                    if all(rows[i].finish is not None for i in call.rows) and any(rows[i].cut for i in call.rows):
+                        return  # leaving the block closes the stream: the server stops generating
+            except httpx.HTTPError:
+                if not ended:
+                    raise
+                # The answer was whole; only the connection's end went wrong: it is not reused.
             if not ended:
                 raise RemoteError("the server closed the stream before its answer ended")
             for i in call.rows:
@@ -403,12 +431,12 @@ def _add(row: _Row, piece, request: TextGenerationRequest) -> None:
     for stop in request.stop_strings:
         at = row.text.find(stop)
         if at >= 0:
-            row.text, row.finish = row.text[:at], "stop"
+            row.text, row.finish, row.cut = row.text[:at], "stop", True
             return
     if request.stop is not None:
         keep = request.stop(row.text)
         if keep is not None:
-            row.text, row.finish = row.text[:keep], "stop"
+            row.text, row.finish, row.cut = row.text[:keep], "stop", True
             return
     if piece.finish is not None:
         row.finish = "length" if piece.finish == "length" else "eos"
@@ -424,7 +452,7 @@ def _apply_time(rows: list[_Row], indices: list[int], request: TextGenerationReq
     if over:
         for i in indices:
             if rows[i].finish is None:
-                rows[i].finish = "deadline"
+                rows[i].finish, rows[i].cut = "deadline", True
 
 
 async def _read_limited(response) -> str:
@@ -436,11 +464,13 @@ async def _read_limited(response) -> str:
     return data[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
 
 
-def http_error(status: int, body: str, path: str) -> str:
-    """An error answer as one line: the server's own message, and a hint where one helps."""
+def http_error(status: int, body: str, path: str, keyed: bool = False) -> str:
+    """An error answer as one line: the server's own message, and a hint where one helps
+    (``keyed``: a key is sent, so a refusal means a wrong key, not a missing one)."""
     message = f"{path} answered HTTP {status}: {error_text(body)}"
     if status in (401, 403):
-        message += " (set apiKeyEnv to the name of the variable holding the key)"
+        message += (" (check the key in the variable apiKeyEnv names)" if keyed
+                    else " (set apiKeyEnv to the name of the variable holding the key)")
     elif status == 404 and "model" in body.lower():
         message += " (check remoteModel)"
     return message

@@ -24,6 +24,7 @@ ones (together, with ``n``, or one call each).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from tealtab.completion.backend import ModelError, TextGenerationRequest
@@ -32,11 +33,11 @@ from tealtab.completion.backend import ModelError, TextGenerationRequest
 class RemoteError(ModelError):
     """A request to a remote server failed; the message says how, without credentials."""
 
-    def __init__(self, message: str, status: int | None = None, kind: str = "error") -> None:
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
-        # "unsupported": the server does not take a part of the request (infill, n, logprobs).
-        self.kind = kind
+        # The server's own words (an error body's message), to tell what it refused.
+        self.detail = detail
 
 
 @dataclass
@@ -227,9 +228,16 @@ def error_text(body: str) -> str:
     return _clip(body)
 
 
-def is_unsupported(status: int, message: str, feature: str) -> bool:
-    """Whether an error answer says that ``feature`` is what the server does not take."""
-    lowered = message.lower()
+def is_unsupported(status: int, detail: str, feature: str) -> bool:
+    """Whether an error answer (its status and the server's own message) says that
+    ``feature`` (infill, n, logprobs) is what the server does not take."""
+    lowered = detail.lower()
     if feature == "infill":
-        return status in (400, 404, 501) and ("infill" in lowered or "not supported" in lowered or status == 404)
-    return status in (400, 422) and feature in lowered
+        # 404: a server without the endpoint; 501, or a 400 about infill: a model without FIM tokens.
+        return status in (404, 501) or (status == 400 and "infill" in lowered)
+    if status not in (400, 422):
+        return False
+    if feature == "n":
+        # The parameter named as a word ('n', "n", n must ...), or "choices"; not any letter n.
+        return re.search(r"(?<![\w-])['\"`]?n['\"`]?(?![\w-])", lowered) is not None or "choices" in lowered
+    return feature in lowered
