@@ -18,6 +18,7 @@ that do not start with that word are dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import weakref
@@ -309,5 +310,5 @@ def strip_reproduced(candidates: Sequence[Candidate], removed: str) -> list[Cand
     out = []
     for c in candidates:
         text = c.text[len(removed):] if c.text.startswith(removed) else ""
-        out.append(Candidate(text, c.token_ids, c.logprob, c.finish_reason))
+        out.append(dataclasses.replace(c, text=text))
     return out

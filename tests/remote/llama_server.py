@@ -17,7 +17,7 @@ protocol, not the completion.
 
 Run it by hand (for ``benchmarks/latency.py --model llamacpp:URL``)::
 
-    python tests/remote/llama_server.py --port 8080
+    python tests/remote/llama_server.py --port 8080 --no-fim-overrides
 """
 
 from __future__ import annotations
@@ -174,8 +174,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--no-fim-overrides", action="store_true", help="serve Gemma without stand-in FIM tokens")
+    parser.add_argument("--context", type=int, default=8192, help="context of all slots together (default 8192)")
+    parser.add_argument("--parallel", type=int, default=4, help="slots: requests decoded together (default 4)")
     args = parser.parse_args()
-    server = start(args.port, fim_overrides=not args.no_fim_overrides)
+    server = start(args.port, fim_overrides=not args.no_fim_overrides, context=args.context, parallel=args.parallel)
     print(f"llama-server on {server.url} (openai:{server.url}/v1, llamacpp:{server.url}); log {server.log_path}")
     try:
         server.process.wait()

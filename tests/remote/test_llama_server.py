@@ -8,6 +8,8 @@ stdio, and an outage in the middle of a session.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -160,3 +162,34 @@ async def test_an_outage_gives_one_message_then_completions_resume(own_llama, tm
             pytest.fail(session.log_text()[-3000:])
         assert any("reachable again" in m for m in [m.message for m in session.client.log_messages]), [m.message for m in session.client.log_messages]
         assert len([m for m in [m.message for m in session.client.shown_messages] if "connection refused" in m]) == 1
+
+
+def _tealtab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tealtab.lsp.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_doctor_checks_an_endpoint(llama):
+    result = _tealtab("doctor", "--model", f"llamacpp:{llama.url}", "--remote-model", SERVED)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reachable            yes" in result.stdout
+    assert f"model served         {SERVED}" in result.stdout
+    assert "FIM request          answered in" in result.stdout
+
+
+def test_doctor_reports_an_unreachable_endpoint():
+    from llama_server import free_port
+
+    result = _tealtab("doctor", "--model", f"openai:http://user:secret@127.0.0.1:{free_port()}/v1")
+    assert result.returncode == 1
+    assert "connection refused" in result.stdout
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_complete_command_with_a_remote_model(llama, tmp_path):
+    path = tmp_path / "fib.py"
+    path.write_text(SOURCE)
+    result = _tealtab("complete", f"{path}:{LINE + 1}:{COLUMN + 1}", "--model", f"openai:{llama.url}/v1",
+                      "--remote-model", SERVED, "-n", "2", "--max-new-tokens", "32")
+    assert result.returncode == 0, result.stderr
+    assert "----- candidate 1  score" in result.stdout
