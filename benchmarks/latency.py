@@ -25,8 +25,16 @@
 3. With --decode: decode tokens/s of the engine's own loop against Hugging Face ``generate``
    on the same model, prompt and token count, in this process.
 
+A remote model (``--model llamacpp:URL``, ``openai:URL``, ``ollama:URL``, with
+``--remote-model``) runs the same sessions against that server; with
+``--compare-local MODEL`` every session also runs on the local engine in the
+same run (sessions named ``<session>_local``), so the two compare on one
+machine at one time.
+
 Usage: python benchmarks/latency.py [--sessions editing editing_cross_file_off editing_prefetch_off]
        [--decode] [--out benchmarks/results/latency-cpu.json]
+       python benchmarks/latency.py --model llamacpp:http://127.0.0.1:8080 --remote-model builtin:gemma-3-270m
+       --compare-local builtin:gemma-3-270m --sessions default model_reuse_on
 """
 
 from __future__ import annotations
@@ -309,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", default=textwrap.__file__, help="real source file to type (default: stdlib textwrap.py)")
     parser.add_argument("--start-line", type=int, default=383, help="line where typing starts")
     parser.add_argument("--chars", type=int, default=60, help="characters to type")
-    parser.add_argument("--model", default="builtin:gemma-3-270m")
+    parser.add_argument("--model", default="builtin:gemma-3-270m",
+                        help="a local model, or a server: openai:URL, llamacpp:URL, ollama:URL")
+    parser.add_argument("--remote-model", default=None, help="with a server: the model name it serves")
+    parser.add_argument("--compare-local", default=None, metavar="MODEL",
+                        help="also run every session on this local model, in the same run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--candidates", type=int, default=3)
     parser.add_argument("--context-tokens", type=int, default=1024)
@@ -322,11 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latency-<date>.json)")
     args = parser.parse_args(argv)
 
+    from tealtab.completion.model_source import parse_model_source
     from tealtab.engine.loading import resolve_model_dir
 
-    model_dir = resolve_model_dir(args.model)  # converts once, so the sessions start cached
+    remote = parse_model_source(args.model).is_remote
+    for local in ([] if remote else [args.model]) + ([args.compare_local] if args.compare_local else []):
+        model_dir = resolve_model_dir(local)  # converts once, so the sessions start cached
+    if args.decode and remote:
+        parser.error("--decode measures the local engine: give a local --model")
     settings = {"model": args.model, "device": args.device, "candidates": args.candidates,
                 "contextTokens": args.context_tokens}
+    if args.remote_model:
+        settings["remoteModel"] = args.remote_model
     path = Path(args.file)
     report: dict = {
         "benchmark": "latency", "date": datetime.date.today().isoformat(),
@@ -353,16 +372,28 @@ def main(argv: list[str] | None = None) -> int:
         "editing_cross_file_off": ({**settings, "crossFileContext": False}, True),
         "editing_prefetch_off": (settings, False),
     }
+    local_settings = {"model": args.compare_local, "device": args.device, "candidates": args.candidates,
+                      "contextTokens": args.context_tokens}
     for name in args.sessions:
-        print(f"session {name} ...", flush=True)
-        if name in editing:
-            session_settings, prefetch = editing[name]
-            sessions[name] = asyncio.run(editing_session(regions, session_settings, {}, prefetch=prefetch,
-                                                         roots=[stdlib], accept_pause_ms=args.accept_pause_ms))
-            continue
-        session_settings, env = runs[name]
-        sessions[name] = asyncio.run(typing_session(path, args.start_line, args.chars, session_settings, env))
+        # The local engine right after the model under test, session by session: one machine, one time.
+        for label, model_settings in [(name, settings)] + ([(f"{name}_local", local_settings)]
+                                                           if args.compare_local else []):
+            print(f"session {label} ...", flush=True)
+            changes = {k: v for k, v in (editing.get(name) or runs[name])[0].items() if settings.get(k) != v}
+            session_settings = {**model_settings, **changes}
+            if name in editing:
+                prefetch = editing[name][1]
+                sessions[label] = asyncio.run(editing_session(regions, session_settings, {}, prefetch=prefetch,
+                                                              roots=[stdlib], accept_pause_ms=args.accept_pause_ms))
+                continue
+            sessions[label] = asyncio.run(typing_session(path, args.start_line, args.chars, session_settings,
+                                                         runs[name][1]))
     report["sessions"] = sessions
+    if args.compare_local:
+        report["compare_local"] = {
+            name: {"p50_ratio": sessions[name]["p50_ms"] / sessions[f"{name}_local"]["p50_ms"],
+                   "p95_ratio": sessions[name]["p95_ms"] / sessions[f"{name}_local"]["p95_ms"]}
+            for name in args.sessions if name in TYPING}
     ratios = {"p50_ratio_reuse_on_over_off": ("model_reuse_on", "model_reuse_off"),
               "p50_ratio_alignment_on_over_off": ("model_reuse_on", "model_alignment_off"),
               "p50_ratio_default_alignment_on_over_off": ("default", "default_alignment_off")}
@@ -390,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.get('accepts', 0):>8}{s.get('after_accept_p50_ms') or 0:>8.0f}{pf.get('ready', 0):>9}"
               f"{pf.get('running', 0):>7}"
               f"{s.get('multi_line_model_requests', 0):>6}{'' if two is None else f'{two:.0%}':>10}")
+    for name, ratio in report.get("compare_local", {}).items():
+        here, local = sessions[name], sessions[f"{name}_local"]
+        print(f"{name}: {args.model} / local {args.compare_local}, warm keystrokes p50 {here['p50_ms']:.0f} / "
+              f"{local['p50_ms']:.0f} ms ({ratio['p50_ratio']:.2f}x), p95 {here['p95_ms']:.0f} / "
+              f"{local['p95_ms']:.0f} ms ({ratio['p95_ratio']:.2f}x)")
     if "model_p50_ratio_cross_file_on_over_off" in report:
         print(f"model-path p50, cross-file context on / off: {report['model_p50_ratio_cross_file_on_over_off']:.2f}")
     for key in ratios:
