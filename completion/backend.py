@@ -179,7 +179,8 @@ class TextGenerationRequest:
     prompt: str
     prefix: str
     suffix: str
-    # Whether the family has a FIM template (the suffix is in ``prompt``).
+    # Whether the suffix goes to the server: in ``prompt`` (a FIM template), or apart
+    # to a server that lays out FIM itself (llama.cpp's /infill).
     fim: bool = False
     lead: str = ""
     extra: list[tuple[str, str]] = field(default_factory=list)
@@ -192,6 +193,9 @@ class TextGenerationRequest:
     stop: StopCheck | None = None
     # Texts that end a candidate (the template's special tokens, spelled out).
     stop_strings: tuple[str, ...] = ()
+    # The text the prompt backed off (token alignment's fallback), which every candidate
+    # must start with: a server with logit control constrains its first tokens to it.
+    retype: str = ""
     deadline: float | None = None
     decode_budget_s: float | None = None
     cancel: threading.Event | None = None

@@ -68,6 +68,7 @@ def build_text_prompt(backend: TextBackend, request, prefix: str, suffix: str, m
         max_new_tokens=max_new_tokens,
         temperature=request.temperature,
         stop_strings=template.stop_tokens if template is not None else (),
+        retype=removed,
         deadline=request.deadline,
         decode_budget_s=decode_budget_s,
         cancel=request.cancel,

@@ -267,6 +267,7 @@ class RemoteBackend:
             except RemoteError:
                 props = None  # not a llama.cpp server
             if isinstance(props, dict):
+                self.features.grammar = True  # a llama.cpp server: GBNF grammars on both endpoints
                 n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
                 if isinstance(n_ctx, int) and n_ctx > 0:
                     self.max_context = n_ctx
@@ -356,6 +357,11 @@ class RemoteBackend:
         if self.protocol == "llamacpp" and self.features.infill and is_unsupported(exc.status, exc.detail, "infill"):
             log.info("%s has no /infill for its model: prompts are laid out here (/completion)", self.name)
             self.features.infill = False
+            return True
+        if self.features.grammar and is_unsupported(exc.status, exc.detail, "grammar"):
+            log.info("%s refused a grammar (%s): candidates that do not retype the last word are dropped",
+                     self.name, exc.detail)
+            self.features.grammar = False
             return True
         if self.protocol != "openai":
             return False

@@ -69,6 +69,9 @@ class Features:
     n: bool = True  # several choices in one call (openai)
     logprobs: bool = True
     infill: bool = True  # llama.cpp's /infill (else /completion)
+    # A GBNF grammar (llama.cpp, on either endpoint) that makes every candidate start with
+    # the text the prompt backed off: token alignment's constrained first tokens on a server.
+    grammar: bool = False
 
 
 def calls(protocol: str, request: TextGenerationRequest, model: str | None, features: Features) -> list[Call]:
@@ -104,6 +107,8 @@ def _openai(request: TextGenerationRequest, model: str | None, features: Feature
         body["n"] = n
     if features.logprobs:
         body["logprobs"] = 1
+    if features.grammar and request.retype:
+        body["grammar"] = retype_grammar(request.retype)
     return body
 
 
@@ -114,6 +119,8 @@ def _llamacpp(request: TextGenerationRequest, features: Features, temperature: f
         body["top_p"] = request.top_p
     if features.logprobs:
         body["n_probs"] = 1
+    if features.grammar and request.retype:
+        body["grammar"] = retype_grammar(request.retype)
     if features.infill:
         body.update(input_prefix=request.prefix, input_suffix=request.suffix,
                     input_extra=[{"filename": path, "text": text} for path, text in request.extra])
@@ -133,6 +140,17 @@ def _ollama(request: TextGenerationRequest, model: str | None, temperature: floa
     else:
         body.update(prompt=request.prompt, raw=True)
     return body
+
+
+def retype_grammar(text: str) -> str:
+    """A GBNF grammar: ``text`` first, then anything. llama.cpp's sampler then only takes
+    tokens that agree with ``text`` (a token may run past its end), as token alignment's
+    constraint does in the local engine."""
+    escaped = "".join(_GBNF_ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x20 else ch) for ch in text)
+    return f'root ::= "{escaped}" [^\\x00]*'
+
+
+_GBNF_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def parse_line(protocol: str, stream: str, line: str) -> list[Piece]:

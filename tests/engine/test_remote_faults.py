@@ -489,6 +489,22 @@ def test_llamacpp_context_error_keeps_infill(server, backends):
     assert backend.generate_text(request()).candidates[0].text == "a"
 
 
+def test_llamacpp_refusing_the_grammar_retries_without_it(server, backends):
+    def answer(recorded):
+        if "grammar" in recorded.json:
+            return Reply.json({"error": {"code": 400, "message": "failed to parse grammar"}}, 400)
+        return llamacpp_stream([" ret", "urn x"])
+
+    server.always(answer, path="/infill")
+    backend = backends(f"llamacpp:{server.url}")
+    assert backend.features.grammar  # /props answered: a llama.cpp server
+    result = backend.generate_text(request(retype=" ret"))
+    assert [c.text for c in result.candidates] == [" return x"] and "error" not in result.stats
+    assert not backend.features.grammar
+    [first, second] = server.posts("/infill")
+    assert first.json["grammar"] == 'root ::= " ret" [^\\x00]*' and "grammar" not in second.json
+
+
 def _refuses_n_and_logprobs(recorded):
     body = recorded.json
     if "n" in body or "logprobs" in body:

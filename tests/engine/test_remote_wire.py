@@ -245,3 +245,16 @@ def test_is_unsupported_logprobs():
 def test_is_unsupported_n_needs_the_parameter_named():
     assert is_unsupported(400, "'n' must be 1 when streaming", "n")
     assert not is_unsupported(400, "This model's maximum context length is 4096 tokens", "n")
+
+
+def test_retype_grammar_escapes_and_goes_only_to_servers_that_take_it():
+    from tealtab.engine.remote_wire import retype_grammar
+
+    assert retype_grammar('    ret') == 'root ::= "    ret" [^\\x00]*'
+    assert retype_grammar('a"b\\c\n\t\x01é') == 'root ::= "a\\"b\\\\c\\n\\t\\x01é" [^\\x00]*'
+    request = TextGenerationRequest(prompt="p", prefix="p", suffix="", retype=" ret")
+    assert all("grammar" not in c.body for c in calls("openai", request, "m", Features()))
+    assert all(c.body["grammar"] == retype_grammar(" ret")
+               for protocol in ("openai", "llamacpp") for c in calls(protocol, request, "m", Features(grammar=True)))
+    assert "grammar" not in calls("llamacpp", TextGenerationRequest(prompt="p", prefix="p", suffix=""), "m",
+                                  Features(grammar=True))[0].body

@@ -193,3 +193,18 @@ def test_complete_command_with_a_remote_model(llama, tmp_path):
                       "--remote-model", SERVED, "-n", "2", "--max-new-tokens", "32")
     assert result.returncode == 0, result.stderr
     assert "----- candidate 1  score" in result.stdout
+
+
+@pytest.mark.parametrize("protocol", ["openai", "llamacpp"])
+def test_llama_cpp_candidates_start_with_the_retyped_text(llama, protocol):
+    # Token alignment on a server: a grammar makes the first tokens reproduce the backed-off
+    # text, here a word the model would never write there unconstrained.
+    url = f"{llama.url}/v1" if protocol == "openai" else llama.url
+    backend = connect(parse_model_source(f"{protocol}:{url}"), served_model=SERVED)
+    assert backend.features.grammar
+    prompt = "def fibonacci(n):\n    if n < 2:\n        return n\n    return"
+    request = TextGenerationRequest(prompt=prompt, prefix=prompt, suffix="\n", fim=protocol == "llamacpp", n=2,
+                                    max_new_tokens=8, retype=" zebra_q")
+    result = backend.generate_text(request)
+    assert "error" not in result.stats, result.stats
+    assert result.candidates and all(c.text.startswith(" zebra_q") for c in result.candidates), result.candidates
