@@ -16,9 +16,15 @@ it (a candidate decoded among 8 gets the same logits as decoded alone) or on
 the thread count.
 
 The C files are compiled with the system's C compiler on first use (a few
-seconds) into the model cache folder, keyed by the source, the compiler and
-the CPU, and loaded with ctypes (which releases the GIL): a large matrix is
-split by blocks over ``torch.get_num_threads()`` threads. The same library
+seconds) into ``cache_dir()/kernels``, keyed by a SHA-256 of the sources, the
+compiler (its path and version), the flags and the CPU, and loaded with ctypes
+(which releases the GIL): a large matrix is split by blocks over
+``torch.get_num_threads()`` threads. No other local user can plant code there:
+the folder is created 0o700 (one of this user that group or others may write
+is made 0o700, one of another user is refused: the torch paths then serve),
+the build records the library's SHA-256 beside it (``.so.sha256``, written
+atomically), and a library that is not this user's alone or no longer has that
+digest is compiled again instead of loaded. The same library
 holds cpu_fused.c (the decode step's small ops, engine/cpu_fused.py),
 cpu_sparse.c and cpu_quant.c (engine/cpu_sparse.py, engine/cpu_quant.py).
 Without a compiler, or with TEALTAB_CPU_KERNEL=0, CpuRowsLinear keeps a plain bf16
@@ -29,12 +35,14 @@ once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -91,28 +99,189 @@ def _cpu_key() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(cc: str) -> Path:
-    """Compile the C sources into one library in the cache (once per sources, compiler and CPU)."""
+# -march=native for AVX2/FMA (or the host's vector unit); plain -O3 where a compiler rejects it.
+FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+_LINK = ("-shared", "-fPIC")
+_LIBS = ("-lm",)
+# Group or others may write: such a directory or file may hold what another user put there.
+_SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+class UnsafeKernelDir(RuntimeError):
+    """The kernels folder is not this user's alone: nothing in it is built or loaded."""
+
+
+def _euid() -> int | None:
+    """This process's effective user id (None where the OS has none: no ownership checks)."""
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _compiler_id(cc: str) -> str:
+    """What identifies the compiler: its resolved path and the first line of ``--version``
+    (falling back to the binary's size and mtime when that fails)."""
+    real = os.path.realpath(cc)
+    try:
+        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+        version = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if not version:
+        try:
+            st = os.stat(real)
+            version = f"size={st.st_size} mtime={st.st_mtime_ns}"
+        except OSError:
+            version = "unknown"
+    return f"{real}\0{version}"
+
+
+def _key(source: bytes, compiler_id: str, flags: tuple[str, ...]) -> str:
+    """The library's name key: SHA-256 of the sources, the compiler, the whole command line's
+    flags, the CPU's feature flags (what -march=native depends on) and the machine."""
+    h = hashlib.sha256()
+    for part in (source, compiler_id.encode(), "\0".join((*flags, *_LINK, *_LIBS)).encode(),
+                 _cpu_key().encode(), platform.machine().encode()):
+        h.update(hashlib.sha256(part).digest())  # each part hashed on its own: no ambiguous joins
+    return h.hexdigest()[:32]
+
+
+def _kernels_dir() -> Path:
+    """``cache_dir()/kernels``, created with mode 0o700 and checked: this user's and writable
+    by no one else. An existing folder of this user that group or others may write is made
+    0o700 (what is in it is then checked file by file); one of another user is refused
+    (:class:`UnsafeKernelDir`)."""
     from tealtab.engine.loading import cache_dir
 
+    directory = cache_dir() / "kernels"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.stat(directory)
+    uid = _euid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeKernelDir(f"{directory} is not a directory")
+    if uid is not None and st.st_uid != uid:
+        raise UnsafeKernelDir(f"{directory} belongs to user id {st.st_uid}, not to this user ({uid}): "
+                              "refusing to build or load the CPU kernels there")
+    if st.st_mode & _SHARED_WRITE:
+        log.warning("%s was writable by group or others (mode %o): made it 0o700; its libraries are "
+                    "checked before use and rebuilt where they fail", directory, stat.S_IMODE(st.st_mode))
+        os.chmod(directory, 0o700)
+        if stat.S_IMODE(os.stat(directory).st_mode) & _SHARED_WRITE:
+            raise UnsafeKernelDir(f"{directory} stays writable by group or others after chmod 0o700")
+    return directory
+
+
+def _open_trusted(path: Path) -> int | None:
+    """An fd of ``path`` when it is a regular file of this user that no one else may write
+    (a symbolic link is not followed); None when it is missing; a warning and None when it
+    is there but not trusted."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symbolic link
+        log.warning("%s cannot be opened safely (%s): not loaded, rebuilding it", path, exc)
+        return None
+    st = os.fstat(fd)
+    uid = _euid()
+    problem = ("not a regular file" if not stat.S_ISREG(st.st_mode)
+               else f"owned by user id {st.st_uid}, not this user" if uid is not None and st.st_uid != uid
+               else f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+               if st.st_mode & _SHARED_WRITE else None)
+    if problem:
+        os.close(fd)
+        log.warning("%s is %s: not loaded, rebuilding it", path, problem)
+        return None
+    return fd
+
+
+def _recorded_digest(library: Path) -> str | None:
+    """The SHA-256 the build wrote beside ``library`` (``.sha256``), if trusted and well-formed."""
+    fd = _open_trusted(library.with_name(library.name + ".sha256"))
+    if fd is None:
+        return None
+    try:
+        text = os.read(fd, 256).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
+
+
+def _verified(library: Path) -> bool:
+    """Whether ``library`` is this user's alone and has the SHA-256 its build recorded
+    (a warning where something is there that is not)."""
+    fd = _open_trusted(library)
+    if fd is None:
+        return False
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    expected, actual = _recorded_digest(library), h.hexdigest()
+    if actual != expected:
+        log.warning("%s does not have the SHA-256 its build recorded (%s): not loaded, rebuilding it",
+                    library, f"recorded {expected[:12]}..., found {actual[:12]}..." if expected else "none recorded")
+        return False
+    return True
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """``data`` into ``path`` through a temporary file of the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _library_path(directory: Path, source: bytes, compiler_id: str, flags: tuple[str, ...]) -> Path:
+    return directory / f"cpu_rows-{_key(source, compiler_id, flags)}.so"
+
+
+def _build(cc: str) -> Path:
+    """The library of the C sources in the cache (compiled once per sources, compiler, flags
+    and CPU), checked: a library that is not this user's alone or whose content is not what
+    its build recorded (``.sha256`` beside it) is compiled again."""
+    directory = _kernels_dir()
     source = b"".join(path.read_bytes() for path in SOURCES)
-    key = hashlib.sha1(source + cc.encode() + _cpu_key().encode() + platform.machine().encode()).hexdigest()[:16]
-    out = cache_dir() / "kernels" / f"cpu_rows-{key}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler_id = _compiler_id(cc)
+    paths = [(flags, _library_path(directory, source, compiler_id, flags)) for flags in FLAG_SETS]
+    for _, out in paths:  # built before (with the first flags that compiled here)
+        if _verified(out):
+            return out
     errors = []
-    # -march=native for AVX2/FMA (or the host's vector unit); plain -O3 where a compiler rejects it.
-    for flags in (["-O3", "-march=native"], ["-O3"]):
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    for flags, out in paths:
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
             tmp_out = Path(tmp) / out.name
-            proc = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(tmp_out), *map(str, SOURCES), "-lm"],
+            proc = subprocess.run([cc, *flags, *_LINK, "-o", str(tmp_out), *map(str, SOURCES), *_LIBS],
                                   capture_output=True, text=True, timeout=120)
-            if proc.returncode == 0:
-                os.replace(tmp_out, out)  # atomic: concurrent builders agree
-                return out
-            errors.append(proc.stderr.strip())
+            if proc.returncode != 0:
+                errors.append(proc.stderr.strip())
+                continue
+            os.chmod(tmp_out, 0o755)  # whatever the umask: writable by this user only
+            digest = hashlib.sha256(tmp_out.read_bytes()).hexdigest()
+            # Library first, then its digest (each rename atomic): a loader in between sees a
+            # mismatch and builds again, never a library it did not check.
+            os.replace(tmp_out, out)
+            _write_atomic(out.with_name(out.name + ".sha256"), (digest + "\n").encode(), 0o644)
+            return out
     raise RuntimeError("compiling the CPU kernels failed: " + " | ".join(errors)[:500])
+
+
+def _load_library(cc: str) -> ctypes.CDLL:
+    """Build (if needed), check and load the library. Only this user can write its folder
+    and the library (both checked), so what :func:`_build` checked is what is loaded."""
+    return ctypes.CDLL(str(_build(cc)))
 
 
 def load() -> bool:
@@ -130,7 +299,7 @@ def load() -> bool:
             cc = _compiler()
             if cc is None:
                 raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-            lib = ctypes.CDLL(str(_build(cc)))
+            lib = _load_library(cc)
             lib.tealtab_rows_packed.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                                 ctypes.c_int64]
