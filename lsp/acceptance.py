@@ -15,12 +15,23 @@ Params (all optional): ``uri``, ``languageId``, ``index`` (which candidate),
 ``latencyMs`` (request to screen), ``position`` (the cursor after the accepted
 text, ``{line, character}``) and ``version`` (the document's version then).
 An accept with a ``position`` starts the completion there (prefetch.py).
+
+Every record is bounded: only the fields above are kept (``uri``, ``position``,
+``version`` and anything else a client sends are not written), each must have
+its type and lie in its range or it is dropped, and strings (the language, the
+kind, the model's name) are clipped to a few dozen printable characters, so a
+line stays well under a kilobyte. The file is rotated: past
+:data:`MAX_BYTES` it becomes ``acceptance.jsonl.1`` (replacing the previous one)
+and a new file starts, so the statistics never take more than twice that. The
+file is created readable by its user only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -36,22 +47,28 @@ DID_ACCEPT = "tealtab/didAccept"
 DID_PARTIAL_ACCEPT = "tealtab/didPartialAccept"
 FILE_NAME = "acceptance.jsonl"
 
-# params key -> (record key, accepted types)
-_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
-    "languageId": ("languageId", (str,)),
-    "index": ("index", (int,)),
-    "count": ("count", (int,)),
-    "length": ("length", (int,)),
-    "acceptedLength": ("acceptedLength", (int,)),
-    "kind": ("kind", (str,)),
-    "latencyMs": ("latencyMs", (int, float)),
+MAX_BYTES = 5 * 1024 * 1024  # past this the file is rotated (one previous file, ``.1``, is kept)
+ROTATED_SUFFIX = ".1"
+MAX_MODEL_CHARS = 128  # the serving model's name as shown (an endpoint's credentials are already removed)
+
+# params key -> (kind, bound): "text" strings are clipped to ``bound`` characters, "int" and
+# "number" values outside 0..bound are dropped, as are values of any other type.
+_FIELDS: dict[str, tuple[str, int]] = {
+    "languageId": ("text", 32),
+    "index": ("int", 1_000),
+    "count": ("int", 1_000),
+    "length": ("int", 10_000_000),
+    "acceptedLength": ("int", 10_000_000),
+    "kind": ("text", 16),
+    "latencyMs": ("number", 3_600_000),
 }
 _EVENTS = {DID_SHOW: "show", DID_ACCEPT: "accept", DID_PARTIAL_ACCEPT: "partialAccept"}
 
 
 def log_path() -> Path:
-    """Where the statistics are written: ``cache_dir() / "acceptance.jsonl"``."""
-    from tealtab.engine.loading import cache_dir
+    """Where the statistics are written: ``cache_dir() / "acceptance.jsonl"`` (engine/env.py:
+    torch-free, so a server on a remote backend never loads torch for it)."""
+    from tealtab.engine.env import cache_dir
 
     return cache_dir() / FILE_NAME
 
@@ -65,24 +82,52 @@ def plain(value: Any) -> Any:
     return value
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, without control or other non-printable characters."""
+    return "".join(ch for ch in text[:limit] if ch.isprintable())[:limit]
+
+
+def _bounded(value: Any, kind: str, bound: int) -> Any:
+    """``value`` if it has ``kind``'s type and range (a string clipped); None otherwise."""
+    if kind == "text":
+        return (clip(value, bound) or None) if isinstance(value, str) else None
+    if isinstance(value, bool):
+        return None
+    if kind == "int":
+        return value if isinstance(value, int) and 0 <= value <= bound else None
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= bound:
+        return round(float(value), 1)
+    return None
+
+
+def _param(params: Any, key: str) -> Any:
+    """``params[key]`` from a dict or a pygls namedtuple, without converting the rest."""
+    if isinstance(params, dict):
+        return params.get(key)
+    if hasattr(params, "_asdict"):
+        return getattr(params, key, None)
+    return None
+
+
 def make_record(event: str, params: Any, model: str | None) -> dict[str, Any]:
-    """The JSON line for one notification; fields of the wrong type are dropped."""
-    params = plain(params)
-    record: dict[str, Any] = {"time": round(time.time(), 3), "event": event, "model": model}
-    if not isinstance(params, dict):
-        return record
-    for key, (name, kinds) in _FIELDS.items():
-        value = params.get(key)
-        if isinstance(value, kinds) and not isinstance(value, bool):
-            record[name] = value
+    """The JSON line for one notification: the known fields of the right type and range
+    (strings clipped); everything else is dropped."""
+    record: dict[str, Any] = {"time": round(time.time(), 3), "event": clip(str(event), 16),
+                              "model": clip(model, MAX_MODEL_CHARS) if isinstance(model, str) else None}
+    for key, (kind, bound) in _FIELDS.items():
+        value = _bounded(_param(params, key), kind, bound)
+        if value is not None:
+            record[key] = value
     return record
 
 
 class AcceptanceLog:
-    """Appends records to a JSONL file; a write error is logged once, never raised."""
+    """Appends records to a JSONL file, rotated past ``max_bytes``; a write error is logged
+    once, never raised."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, max_bytes: int = MAX_BYTES) -> None:
         self._path = path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._failed = False
 
@@ -92,14 +137,35 @@ class AcceptanceLog:
             self._path = log_path()
         return self._path
 
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+    @property
+    def rotated_path(self) -> Path:
+        """Where the previous file goes: ``acceptance.jsonl.1``."""
+        return self.path.with_name(self.path.name + ROTATED_SUFFIX)
+
+    def _rotate_if_full(self, adding: int) -> None:
+        """Move the file to ``.1`` (replacing an older one) when ``adding`` more bytes would
+        take it past ``max_bytes``. Two servers rotating at the same moment can at worst drop
+        one previous file: these are statistics."""
         try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return
+        if size and size + adding > self.max_bytes:
+            os.replace(self.path, self.rotated_path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            line = (text + "\n").encode("utf-8")
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(line)
-        except OSError as exc:
+                self._rotate_if_full(len(line))
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+                try:
+                    os.write(fd, line)  # one short write in append mode: lines of several servers never mix
+                finally:
+                    os.close(fd)
+        except (OSError, TypeError, ValueError) as exc:
             if not self._failed:
                 logger.warning("cannot write acceptance statistics to %s: %s", self.path, exc)
             self._failed = True
