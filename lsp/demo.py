@@ -10,13 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 from .acceptance import plain
 
 MARKER = "# tealtab: complete here"
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "inventory.py"
+# The bundled sample is package data of tealtab.lsp (pyproject.toml), so that the demo finds
+# it in a regular install as well as in a checkout. It is stored as text (it is half written on
+# purpose: not valid Python, nothing to byte-compile) and run as inventory.py in a temporary
+# folder. examples/inventory.py at the repository's top is the same file, for reading.
+SAMPLE_PACKAGE = "tealtab.lsp"
+SAMPLE_RESOURCE = "examples/inventory.py.txt"
+SAMPLE_NAME = "inventory.py"
+
+
+def bundled_sample_text() -> str:
+    """The bundled sample's text (importlib.resources: files, zip or editable installs)."""
+    sample = resources.files(SAMPLE_PACKAGE)
+    for part in SAMPLE_RESOURCE.split("/"):
+        sample = sample / part
+    return sample.read_text(encoding="utf-8")
 
 
 def strip_markers(text: str) -> tuple[str, list[tuple[int, int]]]:
@@ -115,4 +131,15 @@ def run_demo(path: str | None = None, model: str | None = None, device: str = "a
         settings["sparsity"] = sparsity
     if quantization is not None:
         settings["quantization"] = quantization
-    return asyncio.run(_run(Path(path) if path else SAMPLE, settings))
+    if path:
+        return asyncio.run(_run(Path(path), settings))
+    try:
+        text = bundled_sample_text()
+    except OSError as exc:
+        print(f"The bundled sample ({SAMPLE_PACKAGE}: {SAMPLE_RESOURCE}) is missing from this install ({exc}); "
+              "pass a file: tealtab demo FILE", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="tealtab-demo-") as folder:
+        sample = Path(folder) / SAMPLE_NAME
+        sample.write_text(text, encoding="utf-8")
+        return asyncio.run(_run(sample, settings))

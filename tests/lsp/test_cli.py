@@ -175,3 +175,14 @@ def test_complete_calibrates_first_when_needed(other_tiny_model, tmp_path):
     assert "calibrating" in result.stderr and "calibration saved to" in result.stderr
     assert "sparsity 0.3 in effect" in result.stderr
     assert "----- candidate 1  score" in result.stdout
+
+
+def test_the_demo_sample_in_the_package_is_the_one_in_examples():
+    # examples/inventory.py is there to read; the demo runs the copy that ships as package data.
+    from importlib import resources
+    from pathlib import Path
+
+    from tealtab.lsp import demo
+
+    shipped = resources.files("tealtab.lsp").joinpath(demo.SAMPLE_RESOURCE).read_text(encoding="utf-8")
+    assert shipped == (Path(__file__).resolve().parents[2] / "examples" / "inventory.py").read_text(encoding="utf-8")
