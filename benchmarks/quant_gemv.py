@@ -118,6 +118,7 @@ def _methods(weight, k_in: int, n_out: int, copies: int, device):
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnb_f
 
+    from tealtab.engine.quantization import nf4_layout_from_state
     from tealtab.kernels import quant_gemv as qg
     from tealtab.kernels import sparse_gemv as sg
 
@@ -146,7 +147,7 @@ def _methods(weight, k_in: int, n_out: int, copies: int, device):
     methods["bnb_nf4"] = (nf4_layers, lambda layer, x: layer(x), nf4_bytes)
     methods["bnb_int8"] = (int8_layers, lambda layer, x: layer(x), int8_bytes)
     # The same codes bitsandbytes' modules hold, in the kernels' layouts.
-    nf4 = [qg.nf4_layout_from_state(layer.weight.data, layer.weight.quant_state) for layer in nf4_layers]
+    nf4 = [nf4_layout_from_state(layer.weight.data, layer.weight.quant_state) for layer in nf4_layers]
     cb, scb, _ = bnb_f.int8_vectorwise_quant(weight.to(device))
     int8 = [qg.int8_layout(cb.clone(), scb.clone()) for _ in range(copies)]
     methods["tealtab_nf4"] = (nf4, "quant", nf4_bytes)

@@ -205,3 +205,19 @@ def load(path: Path, directory: Path | None) -> dict[str, QuantizedWeight] | Non
 
 
 __all__ = ["FORMATS", "NF4_BLOCKSIZE", "QuantizedWeight", "VERSION", "cache_path", "load", "plan", "quantize", "save"]
+
+
+def nf4_layout_from_state(packed: torch.Tensor, state):
+    """The Triton kernel's NF4 layout (kernels/quant_gemv.py ``nf4_layout``) of a bitsandbytes
+    QuantState: a double-quantized absmax is expanded to fp32 first (bitsandbytes' own function,
+    which kernels/ may not import)."""
+    from tealtab.kernels.quant_gemv import NF4_BLOCK, nf4_layout
+
+    if state.blocksize != NF4_BLOCK or state.quant_type not in ("nf4", "fp4"):
+        raise ValueError(f"need a 4-bit state with blocksize {NF4_BLOCK}, got {state.quant_type} / {state.blocksize}")
+    absmax = state.absmax
+    if state.nested:
+        import bitsandbytes.functional as bnb_f
+
+        absmax = bnb_f.dequantize_blockwise(absmax, state.state2) + state.offset
+    return nf4_layout(packed, absmax.float(), state.code, tuple(state.shape))

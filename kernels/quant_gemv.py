@@ -31,7 +31,7 @@ memory traffic. The kernels read the codes input-major instead:
   skipped skips its scales too.
 
 Both layouts are built once from bitsandbytes' tensors with torch ops on any
-device (``int8_layout``, ``nf4_layout``, ``nf4_layout_from_state``).
+device (``int8_layout``, ``nf4_layout``; engine/quantization.py's ``nf4_layout_from_state`` reads a bitsandbytes QuantState).
 
 Thresholds are a ``TileThresholds`` (sparse_gemv.py): one fp32 per output tile
 in device memory, read by the kernel, so a captured CUDA graph sees in-place
@@ -131,7 +131,7 @@ def nf4_layout(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
     """The kernel layout of ``packed, state = quantize_4bit(W, blocksize=64)``.
 
     packed: uint8 [out*in/2] (any shape, bitsandbytes' [n, 1]); absmax: fp32
-    [out*in/64] (not double-quantized: see nf4_layout_from_state); code: the
+    [out*in/64] (not double-quantized: engine/quantization.py's nf4_layout_from_state expands a nested one); code: the
     16-entry code book (state.code); shape: W's (out, in), in a multiple of 64.
     """
     n_out, k_in = (int(s) for s in shape)
@@ -154,18 +154,6 @@ def nf4_layout(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
     codes_t = ((q_t[:, 0::2] << 4) | q_t[:, 1::2]).contiguous()
     scales_t = absmax.reshape(n_out, k_in // NF4_BLOCK).t().contiguous()
     return NF4Layout(codes_t, scales_t, code.reshape(16).to(device=device, dtype=torch.float32).contiguous(), n_out)
-
-
-def nf4_layout_from_state(packed: torch.Tensor, state) -> NF4Layout:
-    """``nf4_layout`` from a bitsandbytes QuantState (a double-quantized absmax is expanded to fp32)."""
-    if state.blocksize != NF4_BLOCK or state.quant_type not in ("nf4", "fp4"):
-        raise ValueError(f"need a 4-bit state with blocksize {NF4_BLOCK}, got {state.quant_type} / {state.blocksize}")
-    absmax = state.absmax
-    if state.nested:
-        import bitsandbytes.functional as bnb_f
-
-        absmax = bnb_f.dequantize_blockwise(absmax, state.state2) + state.offset
-    return nf4_layout(packed, absmax.float(), state.code, tuple(state.shape))
 
 
 def dequantize_t(layout: Int8Layout | NF4Layout, channels: torch.Tensor | None = None) -> torch.Tensor:
@@ -472,6 +460,6 @@ def quant_gemv(
 
 
 __all__ = [
-    "Int8Layout", "NF4Layout", "NF4_BLOCK", "dequantize_t", "int8_layout", "nf4_layout", "nf4_layout_from_state",
+    "Int8Layout", "NF4Layout", "NF4_BLOCK", "dequantize_t", "int8_layout", "nf4_layout",
     "quant_gemv", "quant_gemv_reference",
 ]

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"lsp": "tealtab.lsp", "completion": "tealtab.completion", "engine": "tealtab.engine",
@@ -200,10 +199,6 @@ def test_engine_never_imports_lsp():
 KERNELS_MAY_USE = {"torch", "triton", "numpy", "tealtab"}
 
 
-@pytest.mark.xfail(strict=True, reason="kernels/quant_gemv.py: nf4_layout_from_state imports bitsandbytes.functional "
-                                       "(inside the function, to expand a double-quantized absmax); DESIGN.md allows "
-                                       "kernels/ torch and triton only. Only tests/kernels and benchmarks/ call it: it "
-                                       "belongs in engine/ (or its callers pass the expanded fp32 absmax to nf4_layout)")
 def test_kernels_import_only_torch_triton_numpy_and_the_standard_library():
     assert violations("kernels", lambda i: i.top not in STDLIB and i.top not in KERNELS_MAY_USE) == []
 

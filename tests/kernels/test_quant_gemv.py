@@ -28,6 +28,7 @@ bnb = pytest.importorskip("bitsandbytes")
 import bitsandbytes.functional as bnb_f  # noqa: E402
 
 from tealtab.kernels import quant_gemv as qg  # noqa: E402
+from tealtab.engine.quantization import nf4_layout_from_state  # noqa: E402
 from tealtab.kernels import sparse_gemv as sg  # noqa: E402
 
 TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (2e-3, 2e-3)}
@@ -238,11 +239,11 @@ def test_nf4_layout_from_state():
     w = bnb_weight("nf4", 72, 128)[0]
     for nested in (False, True):
         packed, state = bnb_f.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=nested)
-        layout = qg.nf4_layout_from_state(packed, state)
+        layout = nf4_layout_from_state(packed, state)
         assert torch.equal(qg.dequantize_t(layout).t(), bnb_f.dequantize_4bit(packed, state))
     packed, state = bnb_f.quantize_4bit(w, blocksize=128, quant_type="nf4")
     with pytest.raises(ValueError, match="blocksize 64"):
-        qg.nf4_layout_from_state(packed, state)
+        nf4_layout_from_state(packed, state)
 
 
 def formula(x, w, col_thresholds):
@@ -374,7 +375,7 @@ def bnb_layer(fmt, w, device):
 def layout_of(fmt, layer):
     """The kernel layout of a bitsandbytes layer's weight."""
     if fmt == "nf4":
-        return qg.nf4_layout_from_state(layer.weight.data, layer.weight.quant_state)
+        return nf4_layout_from_state(layer.weight.data, layer.weight.quant_state)
     return qg.int8_layout(layer.weight.data, layer.weight.SCB)
 
 
