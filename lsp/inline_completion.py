@@ -133,7 +133,7 @@ async def inline_completion(
                 return _empty()
             request = completion_request(server, uri, document.language_id, text, offset, inflight.cancel,
                                          inflight.request_id)
-            outcome = await asyncio.wrap_future(server.worker.complete(request))
+            outcome = await asyncio.wrap_future(server.worker.complete(request, uri))
     except asyncio.CancelledError:
         inflight.cancel.set()
         log.info("cancelled by the client after %.0f ms", 1000 * (time.monotonic() - started))

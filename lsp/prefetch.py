@@ -77,7 +77,7 @@ class Prefetcher:
         cancel = threading.Event()
         request_id = f"p{next(self._numbers)}"
         request = completion_request(server, uri, document.language_id, text, offset, cancel, request_id)
-        future = asyncio.wrap_future(server.worker.complete(request))
+        future = asyncio.wrap_future(server.worker.complete(request, uri))
         self._entries[uri] = Prefetched(text, offset, (server.model_name, settings), future, cancel)
         self.counts["started"] += 1
         logger.info("[%s] prefetching the completion at offset %d of %s after an accept", request_id, offset, uri)

@@ -217,8 +217,9 @@ def exit_now(code: int) -> None:
 
 def create_server() -> TealtabServer:
     """A server with every feature registered."""
-    from . import handlers
+    from . import handlers, hooks_for_tests
 
     server = TealtabServer()
     handlers.register(server)
+    hooks_for_tests.register(server)
     return server

@@ -20,7 +20,9 @@ completions started after an accept, found ready or running, and dropped unused.
 ``remote`` is None for a local model; with a remote server it is ``{"endpoint"
 (credentials removed), "model" (the served model's name), "reachable" (None
 before the first try), "lastLatencyMs", "lastError", "retryInS" (seconds until
-the next try while backing off, else None)}``.
+the next try while backing off, else None)}``. ``queue`` is the model worker's
+``{"running": 0 | 1, "waiting": n, "waitingMaxPerDocument": m}``: completions
+queued and still wanted (superseded ones are dropped unrun when their turn comes).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def status(server: TealtabServer) -> dict[str, Any]:
         "lastCompletion": server.last_completion,
         "prefetch": server.prefetch.status(),
         "remote": remote_status(server.worker.backend),
+        "queue": server.worker.queue_status(),
     }
 
 

@@ -62,6 +62,10 @@ class ModelWorker:
         # Written only in the worker thread.
         self.backend: Backend | None = None
         self.model: str | None = None
+        # Completions per document: queued and not superseded (their cancel flag unset), and the
+        # one running; the status reports them (a typing storm must not pile work up).
+        self._queued: dict[str, list[CompletionRequest]] = {}
+        self._running: str | None = None
 
     def load(self, settings: Settings, progress: ProgressCallback | None = None) -> Future:
         """Load the model ``settings`` name in the loader thread, then swap it in; the future gives its name.
@@ -77,9 +81,21 @@ class ModelWorker:
             number = self._latest_load
         return self._loader.submit(self._load, number, settings, progress)
 
-    def complete(self, request: CompletionRequest) -> Future:
-        """Queue a completion; the future gives a CompletionOutcome, or None without a model."""
-        return self._executor.submit(self._complete, request)
+    def complete(self, request: CompletionRequest, document: str = "") -> Future:
+        """Queue a completion for ``document``; the future gives a CompletionOutcome, or None
+        without a model (or when superseded before it started)."""
+        with self._lock:
+            self._queued.setdefault(document, []).append(request)
+        return self._executor.submit(self._complete, request, document)
+
+    def queue_status(self) -> dict:
+        """``{"running": 0|1, "waiting": n, "waitingMaxPerDocument": m}``: completions queued and
+        still wanted (a superseded one is dropped as soon as its turn comes, unrun)."""
+        with self._lock:
+            waiting = [sum(1 for r in queue if r.cancel is None or not r.cancel.is_set())
+                       for queue in self._queued.values()]
+            return {"running": int(self._running is not None), "waiting": sum(waiting),
+                    "waitingMaxPerDocument": max(waiting, default=0)}
 
     def apply_sparsity(self, requested: float | str) -> Future:
         """Queue an application of the ``sparsity`` setting to the serving model.
@@ -167,14 +183,25 @@ class ModelWorker:
 
         return apply_to_backend(backend, requested, self.model)
 
-    def _complete(self, request: CompletionRequest) -> CompletionOutcome | None:
-        backend = self.backend
-        if backend is None or (request.cancel is not None and request.cancel.is_set()):
-            return None
-        from tealtab.completion.pipeline import complete
+    def _complete(self, request: CompletionRequest, document: str) -> CompletionOutcome | None:
+        with self._lock:
+            queue = self._queued.get(document, [])
+            if request in queue:
+                queue.remove(request)
+            if not queue:
+                self._queued.pop(document, None)
+            self._running = document
+        try:
+            backend = self.backend
+            if backend is None or (request.cancel is not None and request.cancel.is_set()):
+                return None
+            from tealtab.completion.pipeline import complete
 
-        logger.debug("[%s] completing with %s", request.request_id, self.model)
-        return complete(backend, request)
+            logger.debug("[%s] completing with %s", request.request_id, self.model)
+            return complete(backend, request)
+        finally:
+            with self._lock:
+                self._running = None
 
 
 def release_memory() -> None:
