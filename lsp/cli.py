@@ -197,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run_lsp(args: argparse.Namespace) -> int:
     from tealtab.engine.env import return_freed_memory
 
+    from .framing import serve_stdio
     from .log import setup_logging
     from .server import create_server, exit_now
 
     return_freed_memory()  # before any thread starts: a server frees prefill buffers for good
     setup_logging(args.log_level, args.log_file)
     server = create_server()
-    server.start_io()
+    # Not server.start_io(): pygls' stdin reader goes deaf or dies on a malformed frame (lsp/framing.py).
+    serve_stdio(server)
     # Threads may still block in a stdin read or a generation: leave without joining them.
     exit_now(server.exit_code)
     return server.exit_code

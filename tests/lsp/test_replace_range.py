@@ -58,7 +58,7 @@ class InlineWorker:
     def __init__(self, backend: ScriptedBackend) -> None:
         self.backend = backend
 
-    def complete(self, request) -> concurrent.futures.Future:
+    def complete(self, request, document: str = "") -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_result(complete(self.backend, request))
         return future
