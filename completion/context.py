@@ -13,6 +13,7 @@ same beginning and the engine reuses the KV cache of all but the last tokens.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -29,6 +30,22 @@ BLOCK_LINES = 16
 # how much text is ever tokenized for one cut. Overestimating only costs time,
 # underestimating only leaves budget unused.
 MAX_CHARS_PER_TOKEN = 8
+
+# The request path reads a window of the document around the cursor (see
+# :func:`window`), never the whole text: a keystroke in a 10 MB file must cost
+# what one in a small file costs. The window holds what any step can read: the
+# budget's characters (:data:`MAX_CHARS_PER_TOKEN` per token) and at least what
+# the gate reads: tree-sitter parses 16,000 characters before the cursor and
+# 4,000 after (syntax.py), the bracket scan reads 4,000 before (balance.py), the
+# gate walks back up to 256 lines for a block's opener and forward up to 4,096
+# lines for its closer (gating.py).
+WINDOW_MIN_CHARS = 32_768
+PREFIX_WINDOW_LINES = 257
+SUFFIX_WINDOW_LINES = 4_097
+# Lines never stretch a window past this many characters (a file of very long lines).
+WINDOW_MAX_CHARS = 262_144
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,76 @@ def token_budget(context_tokens: int | None, max_context: int, max_new_tokens: i
     """
     wanted = DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens
     return max(0, min(wanted, max_context - max_new_tokens - overhead))
+
+
+def window_chars(context_tokens: int | None) -> int:
+    """Characters on each side of the cursor a prompt of ``context_tokens``
+    tokens (default :data:`DEFAULT_CONTEXT_TOKENS`) can hold, and at least
+    :data:`WINDOW_MIN_CHARS`: :func:`token_budget` never exceeds it."""
+    wanted = DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens
+    return max(WINDOW_MIN_CHARS, max(0, wanted) * MAX_CHARS_PER_TOKEN + 1)
+
+
+def window(text: str, offset: int, context_tokens: int | None = None) -> tuple[int, int]:
+    """``(start, end)``: the part of ``text`` around the cursor ``offset`` that a
+    completion reads, in time bounded by the budget, not by ``len(text)``.
+
+    A side no longer than twice :func:`window_chars` is taken whole, so a
+    normal-size document gives exactly what the whole text gives. A longer
+    prefix starts at a line start between one and three windows' worth of
+    characters before the cursor (further while it holds fewer than
+    :data:`PREFIX_WINDOW_LINES` lines, up to :data:`WINDOW_MAX_CHARS`), on a grid
+    of the window's size: the start stays put while the user types, so the
+    prompt's beginning and the engine's KV cache do too, and the prefix's
+    blocks of lines (:func:`cut_prefix`) are counted from it. A longer suffix
+    ends at a line end after at least one window's worth of characters and
+    :data:`SUFFIX_WINDOW_LINES` lines (up to :data:`WINDOW_MAX_CHARS`).
+    """
+    offset = min(max(offset, 0), len(text))
+    chars = window_chars(context_tokens)
+    return _window_start(text, offset, chars), _window_end(text, offset, chars)
+
+
+def _window_start(text: str, offset: int, chars: int) -> int:
+    if offset <= 2 * chars:
+        return 0
+    low = (offset - chars) // chars * chars  # on the grid, chars to 2 * chars before the cursor
+    lines = text.count("\n", low, offset)
+    while low > 0 and lines < PREFIX_WINDOW_LINES and offset - low < WINDOW_MAX_CHARS:
+        lines += text.count("\n", low - chars, low)
+        low -= chars
+    if low <= 0:
+        return 0
+    # From the line start at or before the grid point (a long line: from the point).
+    nl = text.rfind("\n", low - chars, low)
+    return nl + 1 if nl != -1 else low
+
+
+def _window_end(text: str, offset: int, chars: int) -> int:
+    if len(text) - offset <= 2 * chars:
+        return len(text)
+    high = offset + chars
+    lines = text.count("\n", offset, high)
+    while high < len(text) and lines < SUFFIX_WINDOW_LINES and high - offset < WINDOW_MAX_CHARS:
+        lines += text.count("\n", high, high + chars)
+        high += chars
+    if high >= len(text):
+        return len(text)
+    # Through the end of the line (a long line: cut at the point).
+    nl = text.find("\n", high, high + chars)
+    return nl + 1 if nl != -1 else high
+
+
+def model_text(text: str) -> str:
+    """``text`` as the model sees it: line breaks "\\n" whatever the document
+    uses (a lone "\\r" is left alone), and each lone surrogate (a code point
+    U+D800..U+DFFF, which JSON can carry but no tokenizer takes) replaced by
+    U+FFFD, one code point for one, so that counts of characters within a line
+    stay those of the document."""
+    text = text.replace("\r\n", "\n")
+    if text.isascii():
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def block_lines_for(budget: int) -> int:

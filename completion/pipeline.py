@@ -99,9 +99,16 @@ class CompletionOutcome:
     cross_file_snippets: int = 0
 
 
-def _normalise(text: str) -> str:
-    # Models see "\n" whatever the document uses; a lone "\r" is left alone.
-    return text.replace("\r\n", "\n")
+def _normalise(text: str, offset: int, context_tokens: int | None, before: bool) -> str:
+    """The text before (``before``) or after the cursor ``offset`` as the model
+    sees it: a window of it bounded by the budget (context.window: a normal-size
+    document is taken whole), "\\n" line breaks whatever the document uses (a
+    lone "\\r" is left alone), lone surrogates replaced by U+FFFD one for one
+    (context.model_text). The document itself is never changed."""
+    from .context import model_text, window
+
+    start, end = window(text, offset, context_tokens)
+    return model_text(text[start:offset] if before else text[offset:end])
 
 
 def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
@@ -114,8 +121,8 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     rid = request.request_id
     offset = min(max(request.offset, 0), len(request.text))
     eol = "\r\n" if "\r\n" in request.text else "\n"
-    prefix = _normalise(request.text[:offset])
-    suffix = _normalise(request.text[offset:])
+    prefix = _normalise(request.text, offset, request.context_tokens, before=True)
+    suffix = _normalise(request.text, offset, request.context_tokens, before=False)
 
     decision = decide(prefix, suffix, request.language_id)
     logger.debug("[%s] gate: %s (%s)", rid, decision.mode, decision.reason)
