@@ -9,9 +9,11 @@ replace-all), each positioned in the text the previous ones left. Rebuilding
 the text and its line starts after each of them would cost the document's size
 per edit. Instead the edits of one ``didChange`` go to a :class:`_LineTable`, a
 piece table of whole lines: runs of lines of the text as it was, and the new
-lines the edits wrote. An edit reads only the lines it touches and replaces
-them in the table (cost: those lines, the inserted text and the number of
-pieces). The text and its line starts are built once, when the last edit is in.
+lines the edits wrote, each a list of spans of strings. An edit replaces the
+lines it touches in the table without copying them; its cost is the inserted
+text, the number of pieces and spans, and the start of its line up to the
+column it converts. The text and its line starts are built once, when the last
+edit is in.
 """
 
 from __future__ import annotations
@@ -28,8 +30,45 @@ from . import positions
 # Pieces a line table may hold before it is flattened into one text (a batch
 # of thousands of scattered edits: each edit walks the pieces).
 MAX_PIECES = 256
+# Spans a line may hold before they are joined into one string (thousands of
+# edits in one line within one batch: each edit walks the line's spans).
+MAX_SPANS = 64
 
 _BREAK = re.compile(r"(\r\n|\r|\n)")
+
+# A line of the table: the concatenation of spans, each ``(string, begin, end)``
+# standing for ``string[begin:end]`` (of the base text or of an edit's text),
+# so that editing a long line never copies it.
+Span = tuple[str, int, int]
+Line = tuple[Span, ...]
+
+
+def _span(text: str) -> Line:
+    return ((text, 0, len(text)),) if text else ()
+
+
+def _length(line: Line) -> int:
+    return sum(end - begin for _, begin, end in line)
+
+
+def _cut(line: Line, start: int, stop: int) -> Line:
+    """The spans of characters ``start`` to ``stop`` of ``line`` (nothing copied)."""
+    out = []
+    pos = 0
+    for string, begin, end in line:
+        size = end - begin
+        lo, hi = max(start - pos, 0), min(stop - pos, size)
+        if lo < hi:
+            out.append((string, begin + lo, begin + hi))
+        pos += size
+        if pos >= stop:
+            break
+    return tuple(out)
+
+
+def _read(line: Line, start: int, stop: int) -> str:
+    """Characters ``start`` to ``stop`` of ``line``."""
+    return "".join(string[begin:end] for string, begin, end in _cut(line, max(start, 0), stop))
 
 
 class _LineTable:
@@ -37,35 +76,28 @@ class _LineTable:
 
     A piece is a ``range`` of line numbers of the base text (the text before the
     batch; its lines are read through its line starts, never copied until the
-    end) or a list of new line strings. Each line holds its break; the last
-    line of the document has none (it may be empty), so there is one line per
-    line start, as :func:`.positions.line_starts` counts them.
+    end) or a list of new lines (:data:`Line`). Each line holds its break; the
+    last line of the document has none (it may be empty), so there is one line
+    per line start, as :func:`.positions.line_starts` counts them.
     """
 
     def __init__(self, text: str, starts: list[int]) -> None:
         self._text = text
         self._starts = starts
-        self._pieces: list[range | list[str]] = [range(len(starts))]
+        self._pieces: list[range | list[Line]] = [range(len(starts))]
         self._firsts = [0]  # line number of each piece's first line
         self.lines = len(starts)
 
-    def _bounds(self, number: int) -> tuple[str, int, int]:
-        """Line ``number`` (0 <= number < self.lines) as ``(string, begin, end)``:
-        it is ``string[begin:end]``, with its break."""
+    def line(self, number: int) -> Line:
+        """Line ``number`` (0 <= number < self.lines), with its break."""
         i = bisect.bisect_right(self._firsts, number) - 1
         piece = self._pieces[i]
         j = number - self._firsts[i]
         if isinstance(piece, list):
-            line = piece[j]
-            return line, 0, len(line)
+            return piece[j]
         base = piece[j]
         end = self._starts[base + 1] if base + 1 < len(self._starts) else len(self._text)
-        return self._text, self._starts[base], end
-
-    def line(self, number: int) -> str:
-        """Line ``number`` (0 <= number < self.lines), with its break."""
-        string, begin, end = self._bounds(number)
-        return string if begin == 0 and end == len(string) else string[begin:end]
+        return ((self._text, self._starts[base], end),)
 
     def place(self, position: types.Position, encoding: str) -> tuple[int, int]:
         """(line, code point in its content) of an LSP position, clamped as
@@ -74,18 +106,16 @@ class _LineTable:
             return 0, 0
         if position.line >= self.lines:
             last = self.lines - 1
-            _, begin, end = self._bounds(last)
-            return last, end - begin  # the last line has no break
+            return last, _length(self.line(last))  # the last line has no break
         units = position.character
         if units <= 0:
             return position.line, 0
-        string, begin, end = self._bounds(position.line)
-        # Before the break; and at most `units` code points: only that much is read.
-        if end - 2 >= begin and string.startswith("\r\n", end - 2):
-            end -= 2
-        elif end > begin and string[end - 1] in "\r\n":
-            end -= 1
-        head = string[begin:min(end, begin + units)]
+        line = self.line(position.line)
+        size = _length(line)
+        ending = _read(line, size - 2, size)
+        content = size - (2 if ending == "\r\n" else 1 if ending[-1:] in ("\r", "\n") else 0)
+        # At most `units` code points: only that much of the line is read.
+        head = _read(line, 0, min(content, units))
         return position.line, positions._code_points_in(head, units, encoding)
 
     def replace(self, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
@@ -95,27 +125,33 @@ class _LineTable:
         (first, column), (last, end_column) = start, end
         head = self.line(first)
         tail = head if last == first else self.line(last)
-        merged = head[:column] + text + tail[end_column:]
-        # A lone "\r" ending the line before and a "\n" starting the new text are
-        # one line break. (The other end needs no such care: `merged` ends with
-        # line `last`'s own break, which an edit never splits, or is the end of
-        # the document.)
-        if first > 0 and merged.startswith("\n"):
+        left = _cut(head, 0, column)  # content: no line break in it
+        right = _cut(tail, end_column, _length(tail))  # the rest, with line `last`'s break (none: the last line)
+        # A lone "\r" ending the line before and a "\n" the edit puts at the start
+        # of this one are one line break: that line joins the edit.
+        if first > 0 and column == 0 and (text.startswith("\n") or (not text and _read(right, 0, 1) == "\n")):
             before = self.line(first - 1)
-            if before.endswith("\r"):
-                merged = before + merged
+            size = _length(before)
+            if _read(before, size - 1, size) == "\r":
+                left = before
                 first -= 1
-        parts = _BREAK.split(merged)
-        new = [a + b for a, b in zip(parts[0::2], parts[1::2])]
-        if last == self.lines - 1:
-            new.append(parts[-1])  # the document's last line, without a break
-        # Otherwise `merged` ends with the break of line `last`: parts[-1] == "".
+        # So are a "\r" ending the new text and the "\n" after it.
+        if text.endswith("\r") and _read(right, 0, 1) == "\n":
+            text, right = text[:-1], (("\r", 0, 1), *right)
+        parts = _BREAK.split(text)
+        if len(parts) == 1:
+            new = [left + _span(text) + right]
+        else:
+            new = [left + _span(parts[0] + parts[1])]
+            new.extend(_span(a + b) for a, b in zip(parts[2:-1:2], parts[3:-1:2]))
+            new.append(_span(parts[-1]) + right)
+        new = [_span(_read(line, 0, _length(line))) if len(line) > MAX_SPANS else line for line in new]
         self._splice(first, last + 1, new)
         if len(self._pieces) > MAX_PIECES:
             self._text, self._starts = self.flatten()
             self._pieces, self._firsts = [range(len(self._starts))], [0]
 
-    def _splice(self, lo: int, hi: int, new: list[str]) -> None:
+    def _splice(self, lo: int, hi: int, new: list[Line]) -> None:
         """Lines ``lo`` to ``hi`` (excluded) become ``new``."""
         i = bisect.bisect_right(self._firsts, lo) - 1
         k = bisect.bisect_right(self._firsts, hi - 1) - 1
@@ -141,9 +177,11 @@ class _LineTable:
         size = 0
         for piece in self._pieces:
             if isinstance(piece, list):
-                out.extend(itertools.accumulate(map(len, piece[:-1]), initial=size))
-                chunks.extend(piece)
-                size += sum(map(len, piece))
+                for line in piece:
+                    out.append(size)
+                    for string, begin, end in line:
+                        chunks.append(string if begin == 0 and end == len(string) else string[begin:end])
+                        size += end - begin
                 continue
             begin = starts[piece.start]
             end = starts[piece.stop] if piece.stop < len(starts) else len(text)

@@ -211,10 +211,12 @@ def random_position(rng: random.Random, text: str) -> Position:
     return Position(line=line, character=character)
 
 
-@pytest.mark.parametrize("max_pieces", [documents.MAX_PIECES, 3])
+@pytest.mark.parametrize("max_pieces, max_spans", [(documents.MAX_PIECES, documents.MAX_SPANS), (3, 2)])
 @pytest.mark.parametrize("encoding", [UTF16, UTF8, UTF32])
-def test_random_edits_match_the_reference_after_every_step(encoding, max_pieces, monkeypatch):
-    monkeypatch.setattr(documents, "MAX_PIECES", max_pieces)  # 3: the table flattens often
+def test_random_edits_match_the_reference_after_every_step(encoding, max_pieces, max_spans, monkeypatch):
+    # 3 pieces, 2 spans: the table flattens often and lines are joined often.
+    monkeypatch.setattr(documents, "MAX_PIECES", max_pieces)
+    monkeypatch.setattr(documents, "MAX_SPANS", max_spans)
     rng = random.Random(f"{encoding}-{max_pieces}")
     for _ in range(40):
         text = random_text(rng, rng.randrange(30))
@@ -243,6 +245,24 @@ def test_random_edits_match_the_reference_after_every_step(encoding, max_pieces,
             for _ in range(3):
                 pos = random_position(rng, text)
                 assert doc.offset_at(pos, encoding) == reference_offset(text, pos.line, pos.character, encoding)
+
+
+@pytest.mark.parametrize("encoding", [UTF16, UTF8])
+def test_many_edits_in_one_long_line(encoding):
+    # A minified file: one line of 2 MB; 300 edits in it in one didChange.
+    rng = random.Random(5)
+    text = "".join(rng.choice(["var a=1;", "😀", "\ud800", "é", "x"]) for _ in range(400_000)) + "\n"
+    pieces = ["q", "", "😀", "\udc00", "e\u0301"]  # no line break: the reference reads lines with str.find
+    changes = [edit(0, rng.randrange(3_000_000), 0, rng.randrange(3_000_000), rng.choice(pieces)) for _ in range(300)]
+    changes.append(edit(0, 10, 0, 10, "\r\nsplit\n"))
+    store = DocumentStore()
+    store.open(URI, "javascript", 1, text)
+    doc = store.change(URI, 2, changes, encoding)
+    expected = text
+    for change in changes:
+        expected = reference_apply(expected, change, encoding, lf_reference_offset)
+    assert doc.text == expected
+    assert doc.starts == reference_starts(expected)
 
 
 def test_a_cr_and_a_lf_written_apart_become_one_line_break():
