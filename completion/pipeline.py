@@ -26,7 +26,7 @@ from .alignment import (
     word_backoff,
 )
 from .backend import Backend, Candidate, Constraint, GenerationRequest, GenerationResult, TextBackend
-from .context import build_context, token_budget
+from .context import build_context, token_budget, window
 from .crossfile_prompt import CROSS_FILE_SHARE, cross_file_ids, header_marker
 from .gating import MAX_LINES, decide, stop_check
 from .postprocess import RepetitionStop, postprocess
@@ -120,7 +120,9 @@ def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     """
     rid = request.request_id
     offset = min(max(request.offset, 0), len(request.text))
-    eol = "\r\n" if "\r\n" in request.text else "\n"
+    # Line ends as the document has them around the cursor (the window: never a scan of a 10 MB text).
+    start, end = window(request.text, offset, request.context_tokens)
+    eol = "\r\n" if request.text.find("\r\n", start, end) != -1 else "\n"
     prefix = _normalise(request.text, offset, request.context_tokens, before=True)
     suffix = _normalise(request.text, offset, request.context_tokens, before=False)
 
