@@ -20,7 +20,7 @@ QUANTIZATIONS = ("none", "int8", "nf4")
 MAX_SPARSITY = 0.7
 # sparsity "auto": the model's calibrated default level, dense without a calibration.
 AUTO = "auto"
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # what engine.loading.resolve_device serves
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

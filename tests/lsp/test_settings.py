@@ -136,3 +136,8 @@ def test_remote_timeout_range():
     for value in (0.1, 601, "10", True):
         settings, warnings = parse_settings({"remoteTimeout": value})
         assert settings.remote_timeout == 10.0 and len(warnings) == 1
+
+
+def test_devices_the_loader_cannot_serve_are_refused_with_a_warning():
+    settings, warnings = parse_settings({"device": "mps"})
+    assert settings.device == "auto" and len(warnings) == 1 and "cuda:N" in warnings[0]
