@@ -19,11 +19,13 @@ costs only its own tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import weakref
 from collections import OrderedDict
 
 from .backend import Backend, TextBackend
+from .context import model_text
 from .crossfile import Snippet, display_path, gather, render
 from .project import ProjectView
 from .templates import FimTemplate, PromptFormat
@@ -73,7 +75,7 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
     """
     if budget <= 0:
         return [], []
-    snippets = gather(prefix, suffix, language_id, project)
+    snippets = _as_model_sees(gather(prefix, suffix, language_id, project))
     if not snippets:
         return [], []
     repo = _repo_format(backend, fmt)
@@ -117,6 +119,12 @@ def _layout(backend: Backend, repo: tuple[int, int] | None, language_id: str, pr
     return lead + tail_ids, used
 
 
+def _as_model_sees(snippets: list[Snippet]) -> list[Snippet]:
+    """Snippets as the model sees text: other documents may hold lone surrogates, which no
+    tokenizer (and no server's JSON parser) takes."""
+    return [dataclasses.replace(s, path=model_text(s.path), text=model_text(s.text)) for s in snippets]
+
+
 def _pieces(repo: bool, language_id: str, project: ProjectView,
             snippets: list[Snippet]) -> tuple[list[str], list[str], list[list[str]]]:
     """Head, tail and one piece per snippet, each a list of segments: text, or
@@ -142,7 +150,7 @@ def cross_file_text(backend: TextBackend, template: FimTemplate | None, prefix: 
     """
     if budget <= 0:
         return "", [], 0
-    snippets = gather(prefix, suffix, language_id, project)
+    snippets = _as_model_sees(gather(prefix, suffix, language_id, project))
     if not snippets:
         return "", [], 0
     repo = template is not None and template.family == "qwen2.5-coder"

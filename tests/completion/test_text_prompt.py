@@ -77,3 +77,15 @@ def test_other_files_lead_the_prompt_in_the_repository_format(backend_for, tmp_p
     plain = build_text_prompt(backend_for("ollama", "builtin:gemma-3-270m"), request, prefix, "", 64, None)
     assert plain.request.prompt.startswith("# path: helpers.py\n")
     assert plain.request.lead and plain.request.prompt.startswith(plain.request.lead)
+
+
+def test_other_files_with_lone_surrogates_reach_the_prompt_cleaned(backend_for, tmp_path):
+    other = tmp_path / "other.py"
+    text = "def list_python_files(folder):\n    return '\ud800'  # list_python_files\n"
+    other.write_text(text, encoding="utf-8", errors="surrogatepass")
+    prefix = "import os\nfrom other import list_python_files\n\nfolder = os.getcwd()\nfiles = list_python_fi"
+    project = ProjectView(str(tmp_path / "main.py"), (str(tmp_path),), (OpenDocument(str(other), text, "python"),))
+    request = CompletionRequest(prefix, len(prefix), "python", project=project)
+    laid = build_text_prompt(backend_for("openai", "Qwen/Qwen2.5-Coder-1.5B"), request, prefix, "", 64, None)
+    assert laid.snippets and "\ud800" not in laid.request.prompt and "\ufffd" in laid.request.prompt
+    assert all("\ud800" not in text for _, text in laid.request.extra)
