@@ -115,7 +115,8 @@ async def test_cancel_request_is_honoured(options, log_file):
         assert raised.value.code == types.LSPErrorCodes.RequestCancelled
         session.client.progress_gate.set()
         assert (await session.inline(URI, 2, 11)).items  # still serving
-        assert "[c1] cancelled by the client" in session.log_text()
+        # (The cancel may reach the server before the request's handler has started, which
+        # then never runs: the answer above is the behaviour, not a log line.)
 
 
 async def test_positions_outside_the_document_are_clamped(options, log_file):
