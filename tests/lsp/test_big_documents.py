@@ -27,54 +27,13 @@ from tealtab.lsp import documents, positions
 from tealtab.lsp.documents import DocumentStore
 from tealtab.lsp.positions import UTF8, UTF16, UTF32
 
+from position_reference import reference_lines, reference_offset, walk
+
 URI = "file:///big.py"
 MAX_UINT = 2**31 - 1
 
 
 # -- the reference ---------------------------------------------------------------------------
-
-
-def units_of(ch: str, encoding: str) -> int:
-    if encoding == UTF32:
-        return 1
-    if encoding == UTF8:
-        return len(ch.encode("utf-8", "surrogatepass"))
-    return 2 if ord(ch) >= 0x10000 else 1
-
-
-def reference_lines(text: str) -> list[tuple[int, int]]:
-    """(start, end of content) of each line."""
-    out, start, i = [], 0, 0
-    while i < len(text):
-        if text[i] == "\r" and text[i + 1:i + 2] == "\n":
-            out.append((start, i))
-            i += 2
-            start = i
-        elif text[i] in "\r\n":
-            out.append((start, i))
-            i += 1
-            start = i
-        else:
-            i += 1
-    out.append((start, len(text)))
-    return out
-
-
-def walk(text: str, start: int, end: int, character: int, encoding: str) -> int:
-    """The offset ``character`` code units after ``start``, floored, at most ``end``."""
-    units, offset = 0, start
-    while offset < end and units + units_of(text[offset], encoding) <= character:
-        units += units_of(text[offset], encoding)
-        offset += 1
-    return offset
-
-
-def reference_offset(text: str, line: int, character: int, encoding: str) -> int:
-    lines = reference_lines(text)
-    if line >= len(lines):
-        return len(text)
-    start, end = lines[line]
-    return walk(text, start, end, character, encoding)
 
 
 def lf_reference_offset(text: str, line: int, character: int, encoding: str) -> int:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import pytest
 from tealtab.lsp.raw_client import RawServer, wait_ready
 
+from position_reference import reference_offset
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -31,43 +33,6 @@ URIS = 4
 
 
 # -- the reference: LSP's edit rules on a plain string --------------------------------------
-
-
-def _units(ch: str) -> int:
-    return 2 if ord(ch) >= 0x10000 else 1  # UTF-16: astral characters take a surrogate pair
-
-
-def _lines(text: str) -> list[tuple[int, int]]:
-    """(start, end of content) of each line: breaks are \\r\\n, \\r and \\n."""
-    out, start, i = [], 0, 0
-    while i < len(text):
-        if text[i] == "\r" and text[i + 1:i + 2] == "\n":
-            out.append((start, i))
-            i += 2
-            start = i
-        elif text[i] in "\r\n":
-            out.append((start, i))
-            i += 1
-            start = i
-        else:
-            i += 1
-    out.append((start, len(text)))
-    return out
-
-
-def reference_offset(text: str, line: int, character: int) -> int:
-    """The code-point offset of a UTF-16 position, clamped: past the last line is the
-    end of the text, past a line's end is that end, inside a surrogate pair is the
-    start of its character."""
-    lines = _lines(text)
-    if line >= len(lines):
-        return len(text)
-    start, end = lines[line]
-    units, offset = 0, start
-    while offset < end and units + _units(text[offset]) <= character:
-        units += _units(text[offset])
-        offset += 1
-    return offset
 
 
 @dataclass

@@ -22,42 +22,9 @@ from tealtab.completion.pipeline import CompletionRequest, complete
 from tealtab.lsp import positions
 from tealtab.lsp.positions import UTF8, UTF16, UTF32
 
+from position_reference import reference_offset
+
 ENCODINGS = [UTF16, UTF8, UTF32]
-
-
-def units_of(ch: str, encoding: str) -> int:
-    if encoding == UTF32:
-        return 1
-    if encoding == UTF8:
-        return len(ch.encode("utf-8", "surrogatepass"))
-    return 2 if ord(ch) >= 0x10000 else 1
-
-
-def lines_of(text: str) -> list[tuple[int, int]]:
-    """(start, end of content) of each line; breaks are \\r\\n, \\r and \\n."""
-    out, start, i = [], 0, 0
-    while i < len(text):
-        width = 2 if text.startswith("\r\n", i) else 1 if text[i] in "\r\n" else 0
-        if width:
-            out.append((start, i))
-            i += width
-            start = i
-        else:
-            i += 1
-    out.append((start, len(text)))
-    return out
-
-
-def reference_offset(text: str, line: int, character: int, encoding: str) -> int:
-    lines = lines_of(text)
-    if line >= len(lines):
-        return len(text)
-    offset, end = lines[line]
-    units = 0
-    while offset < end and units + units_of(text[offset], encoding) <= character:
-        units += units_of(text[offset], encoding)
-        offset += 1
-    return offset
 
 
 def offset(text: str, line: int, character: int, encoding: str) -> int:
