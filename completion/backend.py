@@ -26,6 +26,12 @@ class ModelError(RuntimeError):
     what the editor shows (lsp/model_loading.py words it, in one place)."""
 
 
+class OutOfMemory(ModelError):
+    """The device ran out of memory during one request; the model stays loaded
+    and its cache is clean. The pipeline retries with fewer candidates, then a
+    shorter context (completion/memory_fallback.py), before it gives up."""
+
+
 class Constraint(Protocol):
     """Which tokens a candidate may take next, as a small state machine.
 

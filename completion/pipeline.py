@@ -26,9 +26,10 @@ from .alignment import (
     word_backoff,
 )
 from .backend import Backend, Candidate, Constraint, GenerationRequest, GenerationResult, TextBackend
-from .context import build_context, token_budget, window
+from .context import DEFAULT_CONTEXT_TOKENS, build_context, token_budget, window
 from .crossfile_prompt import CROSS_FILE_SHARE, cross_file_ids, header_marker
 from .gating import MAX_LINES, decide, stop_check
+from .memory_fallback import MemoryLimits, complete_within_memory
 from .postprocess import RepetitionStop, postprocess
 from .project import ProjectView
 from .templates import select_format
@@ -111,13 +112,22 @@ def _normalise(text: str, offset: int, context_tokens: int | None, before: bool)
     return model_text(text[start:offset] if before else text[offset:end])
 
 
-def complete(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
+def complete(backend: Backend, request: CompletionRequest, limits: MemoryLimits | None = None) -> CompletionOutcome:
     """Complete ``request.text`` at ``request.offset`` with ``backend``.
 
     Returns at most ``request.n`` distinct items, best first; none when the
     gate says no, when cancelled before generation, or when nothing useful
-    was generated.
+    was generated. When the device runs out of memory the request is retried
+    with fewer candidates, then less context, within ``limits`` (what fitted
+    before; memory_fallback.py), and OutOfMemory is raised only when the
+    smallest request does not fit either.
     """
+    full_context = min(DEFAULT_CONTEXT_TOKENS, getattr(backend, "max_context", DEFAULT_CONTEXT_TOKENS))
+    return complete_within_memory(functools.partial(_complete_once, backend), request,
+                                  limits if limits is not None else MemoryLimits(), full_context)
+
+
+def _complete_once(backend: Backend, request: CompletionRequest) -> CompletionOutcome:
     rid = request.request_id
     offset = min(max(request.offset, 0), len(request.text))
     # Line ends as the document has them around the cursor (the window: never a scan of a 10 MB text).

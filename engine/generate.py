@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 
 from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
+from tealtab.engine import faults
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import Transformer
@@ -191,6 +192,7 @@ class Generator:
         while start < len(ids):
             if cancel is not None and cancel.is_set():
                 return None, reused
+            faults.check("prefill")
             end = min(start + PREFILL_CHUNK, len(ids))
             tokens = torch.tensor([ids[start:end]], device=dev)
             positions = torch.arange(start, end, device=dev)
@@ -355,6 +357,7 @@ class Generator:
         rows = list(range(spawned))
         fed0: int | None = None  # greedy tokens whose KV went after the prompt, once it left
         for step in range(max_new):
+            faults.check("decode")
             pending.append((tokens, logprobs))
             last = step == max_new - 1
             constrained = any(a is not None for a in allowed)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from tealtab.completion.backend import GenerationRequest, GenerationResult
+from tealtab.completion.backend import GenerationRequest, GenerationResult, OutOfMemory
 from tealtab.engine.config import ModelConfig
 from tealtab.engine.decode_step import GraphDecoder
 from tealtab.engine.env import env_flag
@@ -137,11 +137,16 @@ class LocalBackend:
         with self._lock:
             try:
                 return self._generator.run(request)
-            except torch.cuda.OutOfMemoryError:
-                # Drop the cached prompt so the next request starts clean.
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                # Drop the cached prompt (a prefill cut midway) and what the allocator holds, so
+                # that the retry with fewer candidates or a shorter prompt starts clean.
                 self.cache.tokens = []
-                torch.cuda.empty_cache()
-                raise
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                raise OutOfMemory(f"out of memory on {self.device} for {request.n} candidate(s) and a prompt of "
+                                  f"{len(request.prompt_ids)} tokens") from exc
 
     def set_sparsity(self, level: float, calibration: "Calibration | None" = None, head: bool = False) -> float:
         """TEAL activation sparsity for decode steps: the largest calibrated level at or
@@ -167,3 +172,8 @@ class LocalBackend:
         """Forget the cached prompt (the next request prefills everything)."""
         with self._lock:
             self.cache.tokens = []
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError when malloc fails."""
+    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)

@@ -199,11 +199,12 @@ def _run_lsp(args: argparse.Namespace) -> int:
 
     from .framing import serve_stdio
     from .log import setup_logging
-    from .server import create_server, exit_now
+    from .server import create_server, exit_now, exit_on_signals
 
     return_freed_memory()  # before any thread starts: a server frees prefill buffers for good
     setup_logging(args.log_level, args.log_file)
     server = create_server()
+    exit_on_signals()
     # Not server.start_io(): pygls' stdin reader goes deaf or dies on a malformed frame (lsp/framing.py).
     serve_stdio(server)
     # Threads may still block in a stdin read or a generation: leave without joining them.

@@ -2,8 +2,11 @@
 
 ``tealtab/testDocument`` ({"uri"}) answers the server's own copy of an open
 document (``{"text", "version"}``, or null): protocol fuzzing compares it with
-a reference buffer of the same edits. Never registered in normal use, so no
-client can read documents back through it.
+a reference buffer of the same edits. ``tealtab/testFault`` ({"place": "prefill" |
+"decode", "kind": "oom" | "error" | "stall", "times": n} or {"clear": true})
+arms a fault in the local engine's decode loop (engine/faults.py): a GPU out of
+memory, an unforeseen error, a generation held running. Never registered in
+normal use, so no client can read documents back or break the engine through them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 
 ENV = "TEALTAB_TEST_HOOKS"
 TEST_DOCUMENT = "tealtab/testDocument"
+TEST_FAULT = "tealtab/testFault"
 
 
 def register(server: TealtabServer) -> None:
@@ -28,3 +32,15 @@ def register(server: TealtabServer) -> None:
         uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
         document = ls.documents.get(uri) if isinstance(uri, str) else None
         return None if document is None else {"text": document.text, "version": document.version}
+
+    @server.feature(TEST_FAULT)
+    def test_fault(ls: TealtabServer, params: Any) -> None:
+        from tealtab.engine import faults  # the engine only when a test asks (the server may run without torch)
+
+        def get(name: str, default=None):
+            return params.get(name, default) if isinstance(params, dict) else getattr(params, name, default)
+
+        if get("clear"):
+            faults.clear()
+        else:
+            faults.inject(get("place"), get("kind"), int(get("times", 1)))

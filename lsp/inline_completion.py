@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from tealtab.completion.backend import OutOfMemory
 
 from . import positions
 from .log import RequestLog
@@ -138,6 +139,15 @@ async def inline_completion(
         inflight.cancel.set()
         log.info("cancelled by the client after %.0f ms", 1000 * (time.monotonic() - started))
         raise
+    except OutOfMemory as exc:
+        # Fewer candidates and a shorter context did not fit either: say so once, not per keystroke.
+        log.error("completion failed: %s", exc)
+        if not server.memory_notice_shown:
+            server.memory_notice_shown = True
+            server.show_to_client(f"tealtab: {exc}", types.MessageType.Error)
+        else:
+            server.log_to_client(f"tealtab [{inflight.request_id}]: {exc}", types.MessageType.Error)
+        return _empty()
     except Exception as exc:
         log.exception("completion failed")
         server.log_to_client(f"tealtab [{inflight.request_id}]: completion failed: {exc}",
@@ -154,6 +164,7 @@ async def inline_completion(
     if outcome is None:
         log.info("no model; nothing generated")
         return _empty()
+    server.memory_notice_shown = False  # a request fitted again: the next failure is news
 
     # An item's range runs from the cursor over the auto-closed characters it
     # also writes (item.end = offset + replaced_after, on the cursor's line).

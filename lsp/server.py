@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from importlib import metadata
 
@@ -75,6 +76,8 @@ class TealtabServer(LanguageServer):
         self.prefetch = Prefetcher(self)
         # What answered the last inline completion, and what it cost (tealtab/status).
         self.last_completion: dict | None = None
+        # Whether the editor was told that even the smallest request ran out of memory.
+        self.memory_notice_shown = False
         self._tasks: set[asyncio.Task] = set()
 
     # -- settings and model ------------------------------------------------
@@ -213,6 +216,20 @@ def exit_now(code: int) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def exit_on_signals() -> None:
+    """Leave at once, logs flushed, on SIGTERM or SIGHUP (a supervisor stopping the server, the
+    terminal closing), even during a generation: nothing is written on the way out, and the
+    process's exit returns every byte of memory, GPU memory included."""
+
+    def terminate(signum, frame) -> None:
+        logger.info("stopped by %s", signal.Signals(signum).name)
+        exit_now(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), terminate)
 
 
 def create_server() -> TealtabServer:

@@ -23,6 +23,9 @@ before the first try), "lastLatencyMs", "lastError", "retryInS" (seconds until
 the next try while backing off, else None)}``. ``queue`` is the model worker's
 ``{"running": 0 | 1, "waiting": n, "waitingMaxPerDocument": m}``: completions
 queued and still wanted (superseded ones are dropped unrun when their turn comes).
+``memory`` is None until the device ran out of memory; then ``{"candidates",
+"contextTokens"}`` are the caps that fit (None: not capped) and ``exhausted`` says
+whether even the smallest request failed last time (completion/memory_fallback.py).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def status(server: TealtabServer) -> dict[str, Any]:
         "prefetch": server.prefetch.status(),
         "remote": remote_status(server.worker.backend),
         "queue": server.worker.queue_status(),
+        "memory": server.worker.memory.describe(),
     }
 
 

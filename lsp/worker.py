@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from tealtab.completion.backend import ModelError
+from tealtab.completion.memory_fallback import MemoryLimits
 from tealtab.completion.model_source import parse_model_source
 
 from .settings import Settings
@@ -62,6 +63,9 @@ class ModelWorker:
         # Written only in the worker thread.
         self.backend: Backend | None = None
         self.model: str | None = None
+        # What fits the device for the serving model, learned from out-of-memory errors
+        # (completion/memory_fallback.py); a new model starts without caps.
+        self.memory = MemoryLimits()
         # Completions per document: queued and not superseded (their cancel flag unset), and the
         # one running; the status reports them (a typing storm must not pile work up).
         self._queued: dict[str, list[CompletionRequest]] = {}
@@ -157,6 +161,7 @@ class ModelWorker:
             return None
         old, old_model = self.backend, self.model
         self.backend, self.model = backend, model
+        self.memory = MemoryLimits()
         logger.info("model %s loaded (%s, family %s)", model, getattr(backend, "name", "?"),
                     getattr(backend, "family", "?"))
         if old is not None:
@@ -198,7 +203,7 @@ class ModelWorker:
             from tealtab.completion.pipeline import complete
 
             logger.debug("[%s] completing with %s", request.request_id, self.model)
-            return complete(backend, request)
+            return complete(backend, request, self.memory)
         finally:
             with self._lock:
                 self._running = None
