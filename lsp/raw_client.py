@@ -3,7 +3,10 @@
 For tests and benchmarks that send what a well-behaved client library would
 refuse to (malformed frames, wrong types, duplicate ids) or that fire
 requests without waiting (a typing storm, :func:`typing_storm`): every
-answer is kept by id, with the time it arrived.
+message the server writes is kept in order (:attr:`RawServer.received`), and
+every answer by id, with the time it arrived. Ids are told apart as JSON
+values: 1, "1", 1.0 and true are four ids; error responses with id null are
+kept under None.
 """
 
 from __future__ import annotations
@@ -18,49 +21,73 @@ import time
 from pathlib import Path
 
 ANSWER_TIMEOUT_S = 120.0
+EXIT_TIMEOUT_S = 20.0
+MESSAGES_SHOWN, CHARS_SHOWN = 20, 4000  # of what was received, in wait's failures
 
 
 class RawServer:
-    """The server subprocess, spoken to in raw frames; a thread reads what it writes."""
+    """The server subprocess, spoken to in raw frames; a thread reads what it writes.
 
-    def __init__(self, options: dict, log_file) -> None:
-        env = {**os.environ, "TEALTAB_TEST_HOOKS": "1"}
+    By default it starts with the handshake (``initialize`` with ``options`` as the
+    initializationOptions, then ``initialized``); with ``handshake=False`` nothing is
+    sent: call :meth:`initialize` or send what the test needs. ``timeout`` is how
+    long :meth:`wait` and :meth:`wait_exit` wait unless told otherwise.
+    ``test_hooks`` registers the server's test-only requests (lsp/hooks_for_tests.py).
+    """
+
+    def __init__(self, options: dict | None, log_file, *, handshake: bool = True,
+                 timeout: float = ANSWER_TIMEOUT_S, test_hooks: bool = True) -> None:
+        env = {**os.environ, "TEALTAB_TEST_HOOKS": "1"} if test_hooks else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tealtab.lsp.cli", "lsp", "--stdio", "--log-level", "info", "--log-file",
              str(log_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.timeout = timeout
+        self.received: list = []  # every message the server wrote, in order
         self.answers: dict[object, list[dict]] = {}
         self.arrived: dict[object, float] = {}  # when each id's first answer came
         self.sent_at: dict[object, float] = {}
         self.condition = threading.Condition()
+        self.closed = False  # the server's stdout ended: nothing more will come
+        self.read_error: BaseException | None = None
         self.sent = 0
         self._ids = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        if handshake:
+            try:
+                self.initialize(options)
+            except BaseException:
+                self.close()
+                raise
+
+    def initialize(self, options: dict | None, msg_id=None, initialized: bool = True) -> dict:
+        """Send ``initialize`` (``msg_id``, or the next number) and wait for its result;
+        then ``initialized`` unless told not to. Returns the answer."""
         answer = self.call("initialize", {"processId": os.getpid(), "capabilities": {},
-                                          "initializationOptions": options})
+                                          "initializationOptions": options}, msg_id)
         assert "result" in answer, answer
-        self.notify("initialized", {})
+        if initialized:
+            self.notify("initialized", {})
+        return answer
 
     def _read(self) -> None:
-        stream = self.process.stdout
-        while True:
-            length = None
-            while True:
-                line = stream.readline()
-                if not line:
-                    return
-                line = line.strip()
-                if not line:
-                    break
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = json.loads(stream.read(length))
-            if "id" in body and "method" not in body:
+        try:
+            while (body := read_frame(self.process.stdout)) is not None:
+                message = json.loads(body)
                 with self.condition:
-                    self.answers.setdefault(_key(body["id"]), []).append(body)
-                    self.arrived.setdefault(_key(body["id"]), time.monotonic())
+                    self.received.append(message)
+                    if isinstance(message, dict) and "id" in message and "method" not in message:
+                        key = _key(message["id"])
+                        self.answers.setdefault(key, []).append(message)
+                        self.arrived.setdefault(key, time.monotonic())
                     self.condition.notify_all()
+        except BaseException as error:  # kept for wait's message; the thread ends either way
+            self.read_error = error
+            raise
+        finally:
+            with self.condition:
+                self.closed = True
+                self.condition.notify_all()
 
     def send_bytes(self, data: bytes) -> None:
         self.sent += 1
@@ -84,18 +111,59 @@ class RawServer:
     def notify(self, method: str, params) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def wait(self, msg_id, count: int = 1, timeout: float = ANSWER_TIMEOUT_S) -> list[dict]:
-        deadline = time.monotonic() + timeout
+    def wait(self, msg_id, count: int = 1, timeout: float | None = None) -> list[dict]:
+        """Wait until ``msg_id`` has ``count`` answers; returns them all. Fails (AssertionError)
+        when the time is up or the server's output ended, saying what it received."""
+        key = _key(msg_id)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         with self.condition:
-            while len(self.answers.get(_key(msg_id), ())) < count:
+            while len(self.answers.get(key, ())) < count:
                 remaining = deadline - time.monotonic()
-                assert remaining > 0 and self.process.poll() is None, (
-                    f"no answer to {msg_id!r} (server {'exited' if self.process.poll() is not None else 'alive'})")
+                if remaining <= 0 or self.closed:
+                    raise AssertionError(self._failure(f"{count} answer(s) to {msg_id!r}"))
                 self.condition.wait(min(remaining, 1.0))
-            return self.answers[_key(msg_id)]
+            return list(self.answers[key])
 
-    def call(self, method: str, params) -> dict:
-        return self.wait(self.request(method, params))[-1]
+    def _failure(self, what: str) -> str:
+        if self.closed:
+            code = self.process.poll()
+            why = f"the server {'closed its output' if code is None else f'exited ({code})'} before {what}"
+            if self.read_error is not None:
+                why += f" (reading failed: {self.read_error!r})"
+        else:
+            why = f"timed out waiting for {what}"
+        received = repr(self.received[-MESSAGES_SHOWN:])
+        if len(received) > CHARS_SHOWN:
+            received = received[:CHARS_SHOWN // 2] + " ... " + received[-CHARS_SHOWN // 2:]
+        shown = "" if len(self.received) <= MESSAGES_SHOWN else f", the last {MESSAGES_SHOWN}"
+        return f"{why}; received {len(self.received)} message(s){shown}: {received}"
+
+    def responses(self, msg_id) -> list[dict]:
+        """The answers to ``msg_id`` so far (without waiting)."""
+        with self.condition:
+            return list(self.answers.get(_key(msg_id), ()))
+
+    def call(self, method: str, params, msg_id=None) -> dict:
+        """Send a request (``msg_id``, or the next number) and wait for its answer (the one
+        after those ``msg_id`` already had)."""
+        before = 0 if msg_id is None else len(self.responses(msg_id))
+        return self.wait(self.request(method, params, msg_id), before + 1)[before]
+
+    def shutdown_and_exit(self, msg_id=None, timeout: float | None = None) -> int:
+        """``shutdown`` (its answer must be a null result), then ``exit``; the exit code."""
+        msg_id = self.next_id() if msg_id is None else msg_id
+        answer = self.call("shutdown", None, msg_id)
+        assert answer == {"jsonrpc": "2.0", "id": msg_id, "result": None}, answer
+        self.send({"jsonrpc": "2.0", "method": "exit"})
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit; its exit code. Fails (AssertionError) after ``timeout``."""
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the server did not exit within {timeout} s") from None
 
     def rss_kb(self) -> int:
         """The server's resident memory (Linux /proc), in KB."""
@@ -123,11 +191,51 @@ class RawServer:
             try:
                 self.call("shutdown", None)
                 self.notify("exit", None)
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=EXIT_TIMEOUT_S)
             except Exception:
                 self.process.kill()
                 self.process.wait()
+        self.close()
         return self.process.returncode
+
+    def close(self) -> None:
+        """Kill the server if it still runs, and close the pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:  # unflushed bytes to a process that is gone
+                pass
+        self._reader.join(timeout=5)
+        if not self._reader.is_alive():  # never close a stream under the reader
+            self.process.stdout.close()
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_frame(stream) -> bytes | None:
+    """The body of the next frame on the binary ``stream``; None where the stream ends."""
+    length = None
+    while True:
+        line = stream.readline()
+        if not line:
+            return None
+        line = line.strip()
+        if not line:
+            if length is None:
+                continue  # a stray blank line, not the end of a header with a length
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = stream.read(length)
+    return body if len(body) == length else None
 
 
 def _key(msg_id) -> object:

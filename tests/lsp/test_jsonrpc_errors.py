@@ -1,19 +1,18 @@
 """JSON-RPC errors for what a buggy editor sends (lsp/protocol.py, lsp/framing.py).
 
-The real server over raw bytes, as in test_framing.py (whose client this file
-uses): each bad message gets the error response JSON-RPC and the LSP ask for,
+The real server over raw bytes, as in test_framing.py (whose helpers this file
+uses; the client is lsp/raw_client.py): each bad message gets the error response JSON-RPC and the LSP ask for,
 never a traceback nor an echo of its data; valid requests after it are answered,
 the server stays alive, and shutdown + exit leaves with 0. No model loads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from test_framing import TIMEOUT_S, RawLsp, bad_then_good, frame, request  # tests/lsp is on sys.path
+from test_framing import bad_then_good, frame, request, start, status  # tests/lsp is on sys.path
 
 PARSE_ERROR, INVALID_REQUEST, SERVER_NOT_INITIALIZED = -32700, -32600, -32002
 INLINE = "textDocument/inlineCompletion"
@@ -42,15 +41,12 @@ def assert_plain_error(answer: dict, code: int, msg_id=None) -> str:
 
 
 @pytest.fixture
-async def server(log_file):
-    lsp = await RawLsp.start(log_file)
-    try:
+def server(log_file):
+    with start(log_file) as lsp:
         yield lsp
-    finally:
-        await lsp.close()
 
 
-async def test_invalid_json_gets_a_parse_error(server):
+def test_invalid_json_gets_a_parse_error(server):
     bodies = [
         b"{not json",
         b'{"jsonrpc": "2.0", "id": 5, "method": "tealtab/status"',  # cut short
@@ -60,38 +56,38 @@ async def test_invalid_json_gets_a_parse_error(server):
         b"[" * 100_000 + b"]" * 100_000,  # deeper than the decoder goes
     ]
     for number, body in enumerate(bodies):
-        await bad_then_good(server, frame(body), [PARSE_ERROR], f"after {number}")
+        bad_then_good(server, frame(body), [PARSE_ERROR], f"after {number}")
     assert server.responses(5) == []
-    assert await server.shutdown_and_exit() == 0
+    assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_a_batch_gets_invalid_request_and_nothing_in_it_runs(server):
-    await bad_then_good(server, frame([request(10), request(11, "shutdown")]), [INVALID_REQUEST], "after batch")
+def test_a_batch_gets_invalid_request_and_nothing_in_it_runs(server):
+    bad_then_good(server, frame([request(10), request(11, "shutdown")]), [INVALID_REQUEST], "after batch")
     assert "batch" in server.responses(None)[-1]["error"]["message"]
-    await bad_then_good(server, frame([]), [INVALID_REQUEST], "after empty batch")
+    bad_then_good(server, frame([]), [INVALID_REQUEST], "after empty batch")
     assert server.responses(10) == [] and server.responses(11) == []
-    assert await server.shutdown_and_exit() == 0  # the batch's shutdown did not run
+    assert server.shutdown_and_exit("bye") == 0  # the batch's shutdown did not run
 
 
-async def test_a_message_that_is_not_an_object_gets_invalid_request(server):
+def test_a_message_that_is_not_an_object_gets_invalid_request(server):
     for number, value in enumerate((42, "text", None, True)):
-        await bad_then_good(server, frame(json.dumps(value).encode()), [INVALID_REQUEST], f"after {number}")
-    assert await server.shutdown_and_exit() == 0
+        bad_then_good(server, frame(json.dumps(value).encode()), [INVALID_REQUEST], f"after {number}")
+    assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_an_id_that_is_not_an_integer_or_a_string_gets_invalid_request_without_a_traceback(server):
+def test_an_id_that_is_not_an_integer_or_a_string_gets_invalid_request_without_a_traceback(server):
     big = {"nested": ["x" * 1000] * 20}
     for method in ("tealtab/status", INLINE, "shutdown"):
         params = inline_params() if method == INLINE else None
         for number, bad_id in enumerate(([1, 2], big, 1.5, True, None)):
-            await bad_then_good(server, frame(request(bad_id, method, params)), [INVALID_REQUEST],
-                                f"after {method} {number}")
+            bad_then_good(server, frame(request(bad_id, method, params)), [INVALID_REQUEST],
+                          f"after {method} {number}")
             message = assert_plain_error(server.responses(None)[-1], INVALID_REQUEST)
             assert "id" in message and "xxx" not in message
-    assert await server.shutdown_and_exit() == 0  # a shutdown with a bad id did not run
+    assert server.shutdown_and_exit("bye") == 0  # a shutdown with a bad id did not run
 
 
-async def test_a_malformed_envelope_gets_invalid_request_with_its_id(server):
+def test_a_malformed_envelope_gets_invalid_request_with_its_id(server):
     cases = {
         "no version": {"id": "no version", "method": "tealtab/status"},
         "old version": {"jsonrpc": "1.0", "id": "old version", "method": "tealtab/status"},
@@ -100,76 +96,70 @@ async def test_a_malformed_envelope_gets_invalid_request_with_its_id(server):
         "no method": {"jsonrpc": "2.0", "id": "no method", "params": {}},
     }
     for msg_id, message in cases.items():
-        await bad_then_good(server, frame(message), [], f"after {msg_id}")
-        message = assert_plain_error((await server.answers(msg_id))[0], INVALID_REQUEST, msg_id)
+        bad_then_good(server, frame(message), [], f"after {msg_id}")
+        message = assert_plain_error(server.wait(msg_id)[0], INVALID_REQUEST, msg_id)
         assert "mmmm" not in message
     # Invalid notifications are dropped: nobody waits for them.
-    await bad_then_good(server, frame({"jsonrpc": "2.0", "method": 5}) + frame({"method": "initialized"}), [],
-                        "after notifications")
-    assert await server.shutdown_and_exit() == 0
+    bad_then_good(server, frame({"jsonrpc": "2.0", "method": 5}) + frame({"method": "initialized"}), [],
+                  "after notifications")
+    assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_responses_the_server_did_not_ask_for_are_ignored(server):
-    await bad_then_good(server, frame({"jsonrpc": "2.0", "id": "never asked", "result": 1})
-                        + frame({"jsonrpc": "2.0", "id": {"x": 1}, "result": 1})
-                        + frame({"jsonrpc": "2.0", "id": None, "error": {"code": -1, "message": "no"}}), [], "after")
+def test_responses_the_server_did_not_ask_for_are_ignored(server):
+    bad_then_good(server, frame({"jsonrpc": "2.0", "id": "never asked", "result": 1})
+                  + frame({"jsonrpc": "2.0", "id": {"x": 1}, "result": 1})
+                  + frame({"jsonrpc": "2.0", "id": None, "error": {"code": -1, "message": "no"}}), [], "after")
     assert server.responses("never asked") == []
-    assert await server.shutdown_and_exit() == 0
+    assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_requests_after_shutdown_get_invalid_request(server):
-    await server.send(frame(request("first", "shutdown")))
-    assert (await server.answers("first"))[0]["result"] is None
-    await server.send(frame(request("status")) + frame(request("again", "shutdown"))
+def test_requests_after_shutdown_get_invalid_request(server):
+    server.send_bytes(frame(request("first", "shutdown")))
+    assert server.wait("first")[0]["result"] is None
+    server.send_bytes(frame(request("status")) + frame(request("again", "shutdown"))
                       + frame(request("inline", INLINE, inline_params()))
                       + frame(did_open()) + frame(notification("$/cancelRequest", {"id": "inline"})))
     for msg_id in ("status", "again", "inline"):
-        message = assert_plain_error((await server.answers(msg_id))[0], INVALID_REQUEST, msg_id)
+        message = assert_plain_error(server.wait(msg_id)[0], INVALID_REQUEST, msg_id)
         assert "shutting down" in message
     # Notifications after shutdown got nothing; a request is still answered.
-    await server.send(frame(request("check")))
-    assert_plain_error((await server.answers("check"))[0], INVALID_REQUEST, "check")
+    server.send_bytes(frame(request("check")))
+    assert_plain_error(server.wait("check")[0], INVALID_REQUEST, "check")
     answered = {m.get("id") for m in server.received if "method" not in m}
     assert answered == {"init", "first", "status", "again", "inline", "check"}
-    await server.send(frame(notification("exit")))
-    assert await asyncio.wait_for(server.process.wait(), TIMEOUT_S) == 0
+    server.send_bytes(frame(notification("exit")))
+    assert server.wait_exit() == 0
 
 
-async def test_duplicate_ids_each_get_an_answer(server):
-    await server.send(frame(request(7)) + frame(request(7)))
-    assert len(await server.answers(7, 2)) == 2
+def test_duplicate_ids_each_get_an_answer(server):
+    server.send_bytes(frame(request(7)) + frame(request(7)))
+    assert len(server.wait(7, 2)) == 2
     # Handlers that run as tasks (inline completion) answer each request too.
-    await server.send(frame(request(8, INLINE, inline_params("file:///a.py")))
+    server.send_bytes(frame(request(8, INLINE, inline_params("file:///a.py")))
                       + frame(request(8, INLINE, inline_params("file:///b.py"))))
-    answers = await server.answers(8, 2)
+    answers = server.wait(8, 2)
     assert all(answer["result"] == {"items": []} for answer in answers), answers
-    await server.send(frame(request(7)))
-    assert len(await server.answers(7, 3)) == 3
-    assert await server.shutdown_and_exit() == 0
+    server.send_bytes(frame(request(7)))
+    assert len(server.wait(7, 3)) == 3
+    assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_before_initialize_requests_get_server_not_initialized(log_file):
-    server = await RawLsp.start(log_file, initialize=False)
-    try:
-        await server.send(frame(request("early")) + frame(did_open()) + frame(request("early shutdown", "shutdown")))
+def test_before_initialize_requests_get_server_not_initialized(log_file):
+    with start(log_file, initialize=False) as server:
+        server.send_bytes(frame(request("early")) + frame(did_open()) + frame(request("early shutdown", "shutdown")))
         for msg_id in ("early", "early shutdown"):
-            assert_plain_error((await server.answers(msg_id))[0], SERVER_NOT_INITIALIZED, msg_id)
-        await server.send(frame(request("init", "initialize", {
+            assert_plain_error(server.wait(msg_id)[0], SERVER_NOT_INITIALIZED, msg_id)
+        server.send_bytes(frame(request("init", "initialize", {
             "processId": None, "capabilities": {}, "initializationOptions": {"enable": False}})))
-        assert "result" in (await server.answers("init"))[0]
-        await server.send(frame(request("init again", "initialize", {"processId": None, "capabilities": {}})))
-        assert "once" in assert_plain_error((await server.answers("init again"))[0], INVALID_REQUEST, "init again")
-        await server.status("after")
+        assert "result" in server.wait("init")[0]
+        server.send_bytes(frame(request("init again", "initialize", {"processId": None, "capabilities": {}})))
+        assert "once" in assert_plain_error(server.wait("init again")[0], INVALID_REQUEST, "init again")
+        status(server, "after")
         assert "textDocument/didOpen dropped (before initialize)" in log_file.read_text()
-        assert await server.shutdown_and_exit() == 0
-    finally:
-        await server.close()
+        assert server.shutdown_and_exit("bye") == 0
 
 
-async def test_exit_before_initialize_exits_with_1(log_file):
-    server = await RawLsp.start(log_file, initialize=False)
-    try:
-        await server.send(frame(notification("exit")))
-        assert await asyncio.wait_for(server.process.wait(), TIMEOUT_S) == 1
-    finally:
-        await server.close()
+def test_exit_before_initialize_exits_with_1(log_file):
+    with start(log_file, initialize=False) as server:
+        server.send_bytes(frame(notification("exit")))
+        assert server.wait_exit() == 1
