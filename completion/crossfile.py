@@ -19,8 +19,11 @@ reuses, stay the same.
 
 The work is bounded: at most :data:`MAX_FILES` files read per call, none over
 :data:`MAX_FILE_BYTES`, none outside the workspace roots and the current
-file's directory (symbolic links are followed only to files inside them), and
-parsed files are cached by (path, mtime, size).
+file's directory (symbolic links are followed only to files inside them),
+none that the roots' .gitignore files exclude and nothing in a .git folder (an
+import of such a file resolves as if it were absent), and parsed files are
+cached by (path, mtime, size). Open documents and recent edits come from the
+editor's own buffers, not from disk, and are offered as they are.
 
 The parts: imports.py parses import statements, resolution.py finds and reads
 (bounded, cached) the files they name, definitions.py turns a file into

@@ -1,7 +1,8 @@
 """Finding the files that imports name, and reading them bounded and cached (crossfile.py).
 
 :class:`_Files` is one call's file access: only inside the workspace roots and
-the current file's directory (symbolic links resolved), at most
+the current file's directory (symbolic links resolved), never what the roots'
+.gitignore files exclude (ignore_rules.py) nor a .git folder, at most
 :data:`MAX_FILES` reads of at most :data:`MAX_FILE_BYTES` each, parsed modules
 cached by (path, mtime, size). :func:`_resolve` finds the file an import names
 (Python modules and packages, JavaScript/TypeScript relative imports), and
@@ -15,7 +16,7 @@ import os
 import stat
 import threading
 
-from . import languages
+from . import ignore_rules, languages
 from .definitions import _Definition, _Module, _parse_module
 from .imports import _Import
 from .project import ProjectView
@@ -62,8 +63,9 @@ def _inside(path: str, directory: str) -> bool:
 
 class _Files:
     """File access for one call: only inside the allowed directories (the
-    roots and the current file's directory, symbolic links resolved), at most
-    MAX_FILES reads, parsed modules shared through the module cache."""
+    roots and the current file's directory, symbolic links resolved), nothing
+    the roots' .gitignore files exclude, at most MAX_FILES reads, parsed
+    modules shared through the module cache."""
 
     def __init__(self, project: ProjectView) -> None:
         self.current = os.path.realpath(project.path) if project.path and os.path.isabs(project.path) else None
@@ -72,6 +74,11 @@ class _Files:
         if self.current is not None:
             allowed.append(os.path.dirname(self.current))
         self.allowed = tuple(allowed)
+        # A root as named and as resolved: a path is checked both ways, so
+        # that a link cannot reach an ignored file under a name that is not.
+        self._ignore = tuple(ignore_rules.IgnoreRules(r, _IGNORE_FILES)
+                             for r in dict.fromkeys([*self.roots, *allowed[:len(self.roots)]]))
+        self._ignored: dict[str, bool] = {}
         self.reads = 0
         self._listings: dict[str, frozenset[str]] = {}
         # Per call: many names come from one module, and a file changed on
@@ -80,20 +87,33 @@ class _Files:
         self._modules: dict[str, _Module | None] = {}
 
     def exists(self, path: str) -> bool:
-        """Whether the directory listing of ``path``'s folder has it (one
-        listing per folder and call: a missing module costs a set lookup)."""
+        """Whether the directory listing of ``path``'s folder has it and
+        .gitignore does not exclude it (one listing per folder and call: a
+        missing module costs a set lookup; an ignored one is missing, so an
+        import of it resolves as if it were not there)."""
         folder, name = os.path.split(path)
         names = self._listings.get(folder)
         if names is None:
             names = frozenset()
-            if len(self._listings) < MAX_LISTINGS and any(_inside(os.path.realpath(folder), d)
-                                                          for d in self.allowed):
+            if (len(self._listings) < MAX_LISTINGS and any(_inside(os.path.realpath(folder), d) for d in self.allowed)
+                    and not self.ignored(folder, True)):  # an ignored folder is not even listed
                 try:
                     names = frozenset(os.listdir(folder))
                 except OSError:
                     pass
             self._listings[folder] = names
-        return name in names
+        return name in names and not self.ignored(path)
+
+    def ignored(self, path: str, is_dir: bool | None = None) -> bool:
+        """Whether ``path``, as named or resolved, is in a .git folder or
+        excluded by the .gitignore files of a root holding it."""
+        found = self._ignored.get(path)
+        if found is None:
+            real = os.path.realpath(path)
+            found = ignore_rules.in_git_folder(path) or ignore_rules.in_git_folder(real) or any(
+                rules.ignored(p, is_dir) for p in dict.fromkeys([path, real]) for rules in self._ignore)
+            self._ignored[path] = found
+        return found
 
     def module(self, path: str) -> _Module | None:
         """The parsed definitions of ``path``, or None when it may not or
@@ -107,7 +127,7 @@ class _Files:
         if language_id is None:
             return None
         real = os.path.realpath(path)
-        if real == self.current or not any(_inside(real, d) for d in self.allowed):
+        if real == self.current or not any(_inside(real, d) for d in self.allowed) or self.ignored(path, False):
             return None
         try:
             st = os.stat(real)
@@ -133,6 +153,7 @@ class _Files:
 
 
 _MODULES = _LRU(512)
+_IGNORE_FILES = _LRU(256)  # parsed .gitignore files, by (path, mtime, size)
 
 
 # --- resolution ---------------------------------------------------------------

@@ -539,3 +539,35 @@ def test_render_comments_the_path_headers_the_languages_way():
     assert render(snippets[:1], "css").startswith("/* path: pkg/util.py */\n")
     assert render(snippets[:1], "markdown").startswith("<!-- path: pkg/util.py -->\n")
     assert render([], "python") == ""
+
+
+# --- .gitignore -------------------------------------------------------------------------
+
+def test_gitignored_files_give_no_context_and_are_not_read(tmp_path, reads):
+    root = tmp_path / "proj"
+    write(root, ".gitignore", "secrets.py\nbuild/\n*.local.ts\nhelpers/\n")
+    write(root, "secrets.py", "def token():\n    pass\n")
+    write(root, "build/gen.py", "def generated():\n    pass\n")
+    write(root, "pkg/.gitignore", "private.py\n")  # a nested .gitignore, for its own folder
+    write(root, "pkg/__init__.py", "")
+    write(root, "pkg/private.py", "def hidden():\n    pass\n")
+    write(root, "pkg/public.py", "def shown():\n    pass\n")
+    write(root, "helpers/__init__.py", "def from_package():\n    pass\n")
+    write(root, "helpers.py", "def from_module():\n    pass\n")
+    write(root, "keys.local.ts", "export function key(): string {\n  return 'k';\n}\n")
+    write(root, ".git/hooks/h.ts", "export function hook(): void {}\n")
+    write(root, "app/main.py", "")
+    os.symlink(root / "secrets.py", root / "app" / "linked.py")  # an ignored file under another name
+    view = ProjectView(path=str(root / "app" / "main.py"), roots=(str(root),))
+    prefix = ("from secrets import token\nfrom build.gen import generated\nfrom pkg.private import hidden\n"
+              "from pkg import private, public\nfrom linked import token as t\nimport helpers\n"
+              "token(); generated(); hidden(); t(); public.shown(); helpers.from_module()\n")
+    snippets = gather(prefix, "", "python", view)
+    got = by_path(snippets)
+    assert sorted(got) == ["helpers.py", "pkg/public.py"]  # the ignored package falls through to the module
+    assert "def from_module():\n    pass" in got["helpers.py"] and "def shown():\n    pass" in got["pkg/public.py"]
+    ts = gather("import { key } from '../keys.local';\nimport { hook } from '../.git/hooks/h';\nkey(); hook();\n", "",
+                "typescript", ProjectView(path=str(root / "app" / "main.ts"), roots=(str(root),)))
+    assert ts == []
+    read = [os.path.relpath(os.path.realpath(p), root) for p in reads]
+    assert sorted(read) == ["helpers.py", "pkg/__init__.py", "pkg/public.py"]  # nothing ignored, nothing in .git
