@@ -106,6 +106,9 @@ def parse_model_source(setting: str) -> ModelSource:
     if path.is_dir():
         return ModelSource("folder", str(path))
     if path.is_absolute() or text.startswith((".", "~")) or path.exists():
+        if not path.exists():
+            raise ModelError(f"model path {path} does not exist; give a model folder (config.json, safetensors, "
+                             "tokenizer.json) or a .gguf file")
         raise ModelError(f"model path {path} is not a folder with config.json and safetensors, nor a .gguf file")
     if _HUB_ID.match(text):
         return ModelSource("hub", text)

@@ -12,6 +12,22 @@ from typing import Any
 
 FAMILIES = ("gemma3", "qwen2", "llama", "starcoder2")
 
+# The config.json architectures the engine runs, and the model_type each stands for: a
+# config that names only its architecture (no model_type) still loads.
+ARCHITECTURES = {
+    "Gemma3ForCausalLM": "gemma3_text",
+    "Gemma3ForConditionalGeneration": "gemma3",
+    "Qwen2ForCausalLM": "qwen2",
+    "LlamaForCausalLM": "llama",
+    "Starcoder2ForCausalLM": "starcoder2",
+}
+MODEL_TYPES = tuple(dict.fromkeys(ARCHITECTURES.values()))
+
+
+def supported_models() -> str:
+    """The model types and architectures the engine runs, for error messages."""
+    return f"{', '.join(MODEL_TYPES)} ({', '.join(ARCHITECTURES)})"
+
 
 @dataclass
 class ModelConfig:
@@ -81,8 +97,22 @@ def _eos_ids(value: Any) -> tuple[int, ...]:
 
 
 def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
-    """Map a Hugging Face ``config.json`` dictionary onto :class:`ModelConfig`."""
-    model_type = hf.get("model_type", "")
+    """Map a Hugging Face ``config.json`` dictionary onto :class:`ModelConfig`.
+
+    Raises ValueError for a model the engine does not run (the message lists those it
+    does) and KeyError for a key the model type needs that ``hf`` lacks.
+    """
+    model_type = hf.get("model_type") or ""
+    architectures = hf.get("architectures") or []
+    if not model_type:
+        model_type = next((ARCHITECTURES[a] for a in architectures if a in ARCHITECTURES), "")
+    if model_type not in MODEL_TYPES:
+        named = ", ".join(map(str, architectures))
+        if model_type:
+            what = f"model type {model_type!r}" + (f" ({named})" if named else "") + " is not supported"
+        else:
+            what = f"architecture {named} is not supported" if named else "names no model_type nor architectures"
+        raise ValueError(f"{what}; tealtab runs {supported_models()}")
     if model_type == "gemma3" and "text_config" in hf:
         hf = {**hf["text_config"], "bos_token_id": hf.get("bos_token_id"), "eos_token_id": hf.get("eos_token_id")}
         model_type = "gemma3_text"
@@ -157,7 +187,7 @@ def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
             activation="gelu_tanh",
             **common,
         )
-    raise ValueError(f"model type {model_type!r} is not supported (supported: gemma3_text, qwen2, llama, starcoder2)")
+    raise AssertionError(f"model type {model_type!r} is in MODEL_TYPES without a mapping")
 
 
 # Named shapes, for random-weight benchmarks and tests (weights never matter there).

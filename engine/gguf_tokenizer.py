@@ -48,20 +48,27 @@ def sentencepiece_merges(pieces: list[str], scores: list[float], mergeable: list
     return [(l, r) for _, _, _, l, r in ranked]
 
 
-def is_sentencepiece(gguf_path: Path) -> bool:
-    """True when the GGUF file carries a SentencePiece ("llama") vocabulary."""
-    from gguf import GGUFReader
+def _reader(gguf):
+    """A GGUFReader of ``gguf``, a path or a reader already made: parsing a large vocabulary
+    takes seconds, so a conversion parses its file once and hands the reader around."""
+    if isinstance(gguf, (str, Path)):
+        from gguf import GGUFReader
 
-    return _field(GGUFReader(str(gguf_path)), "tokenizer.ggml.model") == "llama"
+        return GGUFReader(str(gguf))
+    return gguf
 
 
-def build_sentencepiece_tokenizer(gguf_path: Path):
-    """A `tokenizers.Tokenizer` equivalent to the SentencePiece-BPE model in ``gguf_path``."""
-    from gguf import GGUFReader
+def is_sentencepiece(gguf) -> bool:
+    """True when the GGUF file (a path or a GGUFReader) carries a SentencePiece ("llama") vocabulary."""
+    return _field(_reader(gguf), "tokenizer.ggml.model") == "llama"
+
+
+def build_sentencepiece_tokenizer(gguf):
+    """A `tokenizers.Tokenizer` equivalent to the SentencePiece-BPE model in ``gguf`` (a path or a GGUFReader)."""
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers
     from tokenizers.models import BPE
 
-    reader = GGUFReader(str(gguf_path))
+    reader = _reader(gguf)
     pieces = _field(reader, "tokenizer.ggml.tokens")
     scores = _field(reader, "tokenizer.ggml.scores")
     types = _field(reader, "tokenizer.ggml.token_type")
@@ -85,18 +92,17 @@ def build_sentencepiece_tokenizer(gguf_path: Path):
     return tok
 
 
-def write_sentencepiece_tokenizer(gguf_path: Path, out_dir: Path) -> None:
-    """Write tokenizer.json and tokenizer_config.json for a SentencePiece GGUF into ``out_dir``."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(gguf_path))
+def write_sentencepiece_tokenizer(gguf, out_dir: Path) -> None:
+    """Write tokenizer.json and tokenizer_config.json for a SentencePiece GGUF (a path or a
+    GGUFReader) into ``out_dir``."""
+    reader = _reader(gguf)
     pieces = _field(reader, "tokenizer.ggml.tokens")
 
     def piece(key: str) -> str | None:
         index = _field(reader, key)
         return pieces[index] if index is not None and index < len(pieces) else None
 
-    build_sentencepiece_tokenizer(gguf_path).save(str(Path(out_dir) / "tokenizer.json"))
+    build_sentencepiece_tokenizer(reader).save(str(Path(out_dir) / "tokenizer.json"))
     add_bos = _field(reader, "tokenizer.ggml.add_bos_token")
     config = {
         "add_bos_token": True if add_bos is None else bool(add_bos),

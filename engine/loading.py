@@ -13,12 +13,10 @@ second start loads the cached safetensors directly.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -31,6 +29,7 @@ from tealtab.completion.model_source import (
     ModelSource,
     parse_model_source,
 )
+from tealtab.engine.checkpoint import read_json
 from tealtab.engine.config import from_hf_config
 from tealtab.engine import env
 from tealtab.engine.env import cache_dir
@@ -91,35 +90,89 @@ def is_converted(directory: Path) -> bool:
     return marker.exists() and marker.read_text().split("\n", 1)[0].strip() == CONVERSION_VERSION
 
 
+def check_gguf(path: Path):
+    """A GGUFReader of ``path``; a ModelError naming it unless it is a GGUF file whose header
+    and tensors can all be read.
+
+    transformers' reader reports a truncated file as a numpy reshape error, and a file that
+    is no GGUF at all as a bad magic number; these are the words a user gets instead.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the GGUF signature); set the model "
+                         "to a .gguf file, or to a model folder")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # numpy's errors on a file that ends early, gguf's own on an unknown version
+        log.info("GGUF reader failed on %s: %s: %s", path, type(exc).__name__, exc)
+        raise ModelError(f"{path} is truncated or corrupt: its GGUF header and tensors cannot be read from its "
+                         f"{path.stat().st_size} bytes; download or copy the file again") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ModelError(f"{path} is truncated: tensor {tensor.name} ends past its {size} bytes; "
+                             "download or copy the file again")
+    return reader
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> Path:
-    """Dequantize a GGUF file once into an HF-format folder (atomic: temp dir, then rename)."""
+    """Dequantize a GGUF file once into an HF-format folder.
+
+    Atomic: the folder is written under a temporary name, its completion marker last, and
+    renamed into place, so a conversion that fails (or is killed) leaves no ``out_dir`` that
+    :func:`is_converted` would trust. transformers reads the GGUF file alone, through a link in
+    a folder of its own: nothing else beside the file (a config asking for remote code, a
+    pickled checkpoint) is ever looked at.
+    """
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - transformers is a dependency
         raise ModelError(f"converting GGUF needs transformers: {exc}") from exc
+    reader = check_gguf(gguf_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    link_dir = Path(tempfile.mkdtemp(prefix="tealtab-gguf-"))
+    try:
+        (link_dir / gguf_path.name).symlink_to(gguf_path.resolve())
+        source = link_dir
+    except OSError:  # no symbolic links here: transformers still reads only the file it is given
+        source = gguf_path.parent
     try:
         _report(progress, f"Converting tokenizer of {gguf_path.name} (once)", 10)
-        if is_sentencepiece(gguf_path):
-            write_sentencepiece_tokenizer(gguf_path, tmp)
+        if is_sentencepiece(reader):
+            write_sentencepiece_tokenizer(reader, tmp)
         else:
-            AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_path.name,
+                                          trust_remote_code=False).save_pretrained(tmp)
+        del reader  # its parsed vocabulary is large, and the weights come next
         _report(progress, f"Dequantizing weights of {gguf_path.name} (once)", 50)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=gguf_path.name, torch_dtype=torch.float32,
+                                                     trust_remote_code=False)
         _report(progress, "Saving the converted model", 85)
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / _MARKER).write_text(f"{CONVERSION_VERSION}\n{gguf_path}\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if not is_converted(out_dir):  # else another process finished the same conversion first
+                raise
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"could not convert {gguf_path}: {exc}") from exc
+        detail = f"it lacks {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ModelError(f"could not convert {gguf_path}: {detail}") from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, link_dir):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     return out_dir
 
 
@@ -166,6 +219,7 @@ def _hub_dir(repo_id: str, progress: Progress | None) -> Path:
 
     _report(progress, f"Downloading {repo_id} into the Hugging Face cache", 0)
     try:
+        # Safe formats only: a pickled checkpoint (pytorch_model.bin) is never even downloaded.
         path = snapshot_download(
             repo_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"], tqdm_class=_Bar
         )
@@ -174,6 +228,9 @@ def _hub_dir(repo_id: str, progress: Progress | None) -> Path:
             f"could not download {repo_id!r} ({type(exc).__name__}: {exc}); check the id and the network, "
             "or set the model to a local directory or the built-in model"
         ) from exc
+    if not any(Path(path).glob("*.safetensors")):
+        raise ModelError(f"{repo_id} ships no .safetensors weights, and tealtab loads no other format (a pickled "
+                         "pytorch_model.bin can run any code it carries); use a repository with safetensors weights")
     return Path(path)
 
 
@@ -194,64 +251,32 @@ def resolve_model_dir(model: str | ModelSource, progress: Progress | None = None
     raise ModelError(f"{source.display} is served by a remote server, not loaded here")
 
 
-class CheckpointWeights(Mapping):
-    """The tensors of a (possibly sharded) safetensors checkpoint by name, each read from its
-    file when first asked for: a quantized load never reads the full-precision linears."""
-
-    def __init__(self, directory: Path) -> None:
-        from safetensors import safe_open
-
-        files = sorted(Path(directory).glob("*.safetensors"))
-        if not files:
-            raise ModelError(f"{directory} has no .safetensors weights")
-        self._handles = [safe_open(str(f), framework="pt") for f in files]
-        self._where: dict[str, tuple[int, str]] = {}
-        for i, handle in enumerate(self._handles):
-            for key in handle.keys():
-                # Multimodal Gemma 3 checkpoints prefix the text model.
-                name = key.replace("language_model.model.", "model.").replace("model.language_model.", "model.")
-                self._where[name] = (i, key)
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        i, key = self._where[name]
-        # A copy: a tensor safetensors returns may view the file's memory map, and one kept
-        # (a norm) would keep every page of the file read so far resident.
-        return self._handles[i].get_tensor(key).clone()
-
-    def transient(self, name: str) -> torch.Tensor:
-        """The tensor ``name`` without a copy: only for one that is dropped right after use
-        (quantizing a matrix); it may view the file's memory map."""
-        i, key = self._where[name]
-        return self._handles[i].get_tensor(key)
-
-    def __iter__(self):
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-
-def load_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a (possibly sharded) safetensors checkpoint."""
-    weights = CheckpointWeights(directory)
-    return {name: weights[name] for name in weights}
-
-
 def read_config(directory: Path):
     """The engine's ModelConfig for an HF-format folder, with clear errors."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelError(f"model folder {directory} does not exist")
     cfg_path = directory / "config.json"
     if not cfg_path.exists():
-        raise ModelError(f"{directory} has no config.json")
+        ggufs = sorted(p.name for p in directory.glob("*.gguf"))
+        hint = f"; to load {ggufs[0]}, set the model to that file" if ggufs else ""
+        raise ModelError(f"{directory} has no config.json, so it is not a Hugging Face model folder{hint}")
+    hf = read_json(cfg_path, "a model configuration")
     try:
-        hf = json.loads(cfg_path.read_text())
         cfg = from_hf_config(hf)
-    except (ValueError, KeyError) as exc:
-        raise ModelError(f"unsupported model in {directory}: {exc}") from exc
+    except KeyError as exc:
+        raise ModelError(f"{cfg_path} lacks {exc.args[0]!r}, which a {hf.get('model_type') or 'model'} "
+                         "configuration needs; fix or replace the file") from None
+    except ValueError as exc:
+        raise ModelError(f"{cfg_path}: {exc}") from None
+    except TypeError as exc:  # a number given as a string, a list where a number belongs
+        raise ModelError(f"{cfg_path} has a value of the wrong type ({exc}); fix or replace the file") from None
     gen_path = directory / "generation_config.json"
     if gen_path.exists():
-        gen = json.loads(gen_path.read_text())
-        extra = gen.get("eos_token_id")
+        extra = read_json(gen_path, "a generation configuration").get("eos_token_id")
         extra = [extra] if isinstance(extra, int) else (extra or [])
+        if not isinstance(extra, list) or not all(isinstance(i, int) for i in extra):
+            raise ModelError(f"{gen_path}: eos_token_id must be a token id or a list of them, not {extra!r}")
         cfg.eos_token_ids = tuple(dict.fromkeys([*cfg.eos_token_ids, *extra]))
     return cfg
 
@@ -286,7 +311,10 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
     except torch.cuda.OutOfMemoryError as exc:
         raise ModelError(f"out of GPU memory loading {model} on {dev}; try a smaller model or quantization") from exc
     except Exception as exc:
-        raise ModelError(f"could not load {model} from {directory}: {type(exc).__name__}: {exc}") from exc
+        # Not foreseen (the foreseen faults are ModelErrors that say what is wrong): the type
+        # names it; the callers put "could not load <model>" in front.
+        log.error("unexpected error loading %s from %s", model, directory, exc_info=True)
+        raise ModelError(f"unexpected {type(exc).__name__} reading the model in {directory}: {exc}") from exc
     if sparsity:
         _install_sparsity(backend, model, sparsity)
     _report(progress, f"{model} ready on {dev}", 100)

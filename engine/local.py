@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from tealtab.completion.backend import GenerationRequest, GenerationResult, OutOfMemory
+from tealtab.completion.backend import GenerationRequest, GenerationResult, ModelError, OutOfMemory
 from tealtab.engine.config import ModelConfig
 from tealtab.engine.decode_step import GraphDecoder
 from tealtab.engine.env import env_flag
@@ -56,6 +56,22 @@ def _guess_family(directory: Path, cfg: ModelConfig) -> str:
     return _FAMILY_NAMES[cfg.family]
 
 
+def _read_tokenizer(directory: Path, cfg: ModelConfig) -> Tokenizer:
+    """The model's tokenizer; a ModelError that names the file when it is missing or unreadable."""
+    from tealtab.engine.checkpoint import read_json
+
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        raise ModelError(f"{directory} has no tokenizer.json")
+    if (directory / "tokenizer_config.json").exists():
+        read_json(directory / "tokenizer_config.json", "a tokenizer configuration")  # names the file if broken
+    try:
+        return Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise ModelError(f"{path} is not a tokenizer file the tokenizers library can read ({exc}); "
+                         "fix or replace the file") from None
+
+
 class LocalBackend:
     """Implements completion.backend.Backend on the engine's own model."""
 
@@ -92,17 +108,20 @@ class LocalBackend:
         ``quantization`` "int8" or "nf4": the linears are read from the quantized cache beside
         the model (quantized and cached on the first load), never held at full precision.
         """
-        from tealtab.engine.loading import CheckpointWeights, ModelError, read_config
+        from tealtab.engine.checkpoint import CheckpointWeights
+        from tealtab.engine.loading import read_config
+        from tealtab.engine.model import checkpoint_shapes
 
         directory = Path(directory)
         cfg = read_config(directory)
-        if not (directory / "tokenizer.json").exists():
-            raise ModelError(f"{directory} has no tokenizer.json")
+        # The cheap checks first: a broken tokenizer or checkpoint fails before a weight is read.
+        tokenizer = _read_tokenizer(directory, cfg)
         weight_dtype, act_dtype, lowp = pick_dtypes(dtype, device)
         if max_prompt is None:
             max_prompt = 8192 if device.startswith("cuda") else 4096
         max_prompt = min(max_prompt, cfg.max_position_embeddings - max_new)
         weights = CheckpointWeights(directory)
+        weights.check(checkpoint_shapes(cfg, weights), directory / "config.json")
         linears = None
         if quantization not in ("none", "", None):
             from tealtab.engine.quant_loading import quantized_linears
@@ -114,7 +133,6 @@ class LocalBackend:
         if lowp is not None:
             pack_for_cpu_rows(model)
         model.eval()
-        tokenizer = Tokenizer.from_dir(directory, cfg.family, cfg.bos_token_id)
         cache = KVCache(cfg, max_prompt, max_candidates, max_new, act_dtype, device, lazy=True)
         backend = cls(name, cfg, model, tokenizer, cache, _guess_family(directory, cfg), device)
         backend.directory = directory

@@ -110,6 +110,39 @@ def linear_sources(cfg: ModelConfig, index: int) -> dict[str, tuple[list[str], l
     return out
 
 
+def checkpoint_shapes(cfg: ModelConfig, keys=()) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint tensor the model reads from a checkpoint holding ``keys``, with the
+    shape ``cfg`` gives it: what a checkpoint is checked against before a byte of its
+    weights is read. ``lm_head.weight`` is among them only where the model reads it (see
+    :func:`head_key`): without it the head is the embedding."""
+    q, kv, dim, inter = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.dim, cfg.intermediate_size
+    sizes = {"q_proj": (q, dim), "k_proj": (kv, dim), "v_proj": (kv, dim), "o_proj": (dim, q),
+             "gate_proj": (inter, dim), "up_proj": (inter, dim), "down_proj": (dim, inter),
+             "c_fc": (inter, dim), "c_proj": (dim, inter)}
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (cfg.vocab_size, dim)}
+    if head_key(cfg, keys) == "lm_head.weight":
+        shapes["lm_head.weight"] = (cfg.vocab_size, dim)
+    norm_keys = lambda name: [name + ".weight", *([name + ".bias"] if cfg.layer_norm else [])]  # noqa: E731
+    for key in norm_keys("model.norm"):
+        shapes[key] = (dim,)
+    for index in range(cfg.n_layers):
+        for weight_keys, bias_keys in linear_sources(cfg, index).values():
+            for key in weight_keys:
+                shapes[key] = sizes[key.split(".")[-2]]
+            for key in bias_keys:
+                shapes[key] = sizes[key.split(".")[-2]][:1]
+        p = f"model.layers.{index}."
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if cfg.sandwich_norms:
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        for name in norms:
+            for key in norm_keys(p + name):
+                shapes[key] = (dim,)
+        if cfg.qk_norm:
+            shapes[p + "self_attn.q_norm.weight"] = shapes[p + "self_attn.k_norm.weight"] = (cfg.head_dim,)
+    return shapes
+
+
 def concat(weights, keys: list[str]) -> torch.Tensor:
     """The tensors ``keys`` of ``weights`` along dim 0 (one key: the tensor itself, no copy)."""
     return weights[keys[0]] if len(keys) == 1 else torch.cat([weights[k] for k in keys])

@@ -84,6 +84,59 @@ def make_tiny_model(directory: str | Path, family: str = "gemma3", seed: int = 0
     return out
 
 
+def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight tiny Llama GGUF file (about 110 kB, F32 tensors, a SentencePiece
+    vocabulary of bytes and a few pieces) that the engine converts in seconds: the GGUF path
+    of loading, tested without the built-in model's 250 MB file."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    rng = np.random.default_rng(seed)
+    words = ["\u2581", "d", "e", "f", "de", "def", "\u2581def"]
+    pieces = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *words]
+    # llama.cpp's token types: unknown, control, byte, normal.
+    types = [2, 3, 3, *[6] * 256, *[1] * len(words)]
+    scores = [0.0] * 259 + [-float(i) for i in range(len(words))]
+    vocab, dim, ffn, heads, kv_heads = len(pieces), 32, 64, 4, 2
+    head_dim = dim // heads
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(dim)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(pieces)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+
+    def rnd(*shape: int):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    ones = np.ones(dim, np.float32)
+    tensors = {"token_embd.weight": rnd(vocab, dim), "output_norm.weight": ones, "output.weight": rnd(vocab, dim),
+               "blk.0.attn_norm.weight": ones, "blk.0.ffn_norm.weight": ones,
+               "blk.0.attn_q.weight": rnd(heads * head_dim, dim), "blk.0.attn_k.weight": rnd(kv_heads * head_dim, dim),
+               "blk.0.attn_v.weight": rnd(kv_heads * head_dim, dim), "blk.0.attn_output.weight": rnd(dim, dim),
+               "blk.0.ffn_gate.weight": rnd(ffn, dim), "blk.0.ffn_up.weight": rnd(ffn, dim),
+               "blk.0.ffn_down.weight": rnd(dim, ffn)}
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
 def random_weights(cfg, seed: int = 0, dtype=None) -> dict:
     """HF-named random tensors for a :class:`ModelConfig` (real shapes, no transformers)."""
     import torch

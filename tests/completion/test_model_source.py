@@ -36,7 +36,7 @@ def test_a_folder_is_a_folder(tmp_path):
     ("openai:localhost:8000", "http:// or https://"),
     ("ollama:ftp://host", "http:// or https://"),
     ("openai:http://host:port/v1", "not a valid URL"),
-    ("/nonexistent/model", "not a folder"),
+    ("/nonexistent/model", "does not exist"),
     ("not a model", "cannot interpret"),
 ])
 def test_settings_that_name_no_model_get_one_clear_error(setting, message):

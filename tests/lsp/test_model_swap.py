@@ -97,7 +97,7 @@ async def test_a_failed_reload_keeps_the_old_model_and_says_why(options, log_fil
         await session.wait_for_model(count=2)
 
         [error] = session.client.errors_shown()
-        assert f"model path {missing} is not a folder" in error  # the reason
+        assert f"model path {missing} does not exist" in error  # the reason
         assert error.endswith(f"; still using {old}")
         assert f"failed; still using {old}" in progress_ends(session.client)
         result = await session.status("failed")
@@ -105,6 +105,34 @@ async def test_a_failed_reload_keeps_the_old_model_and_says_why(options, log_fil
         assert result["error"] == error and result["loading"] is None
         assert (await session.inline(URI, 1, 11)).items
         assert answered_by(session, old) == 1
+
+
+async def test_a_change_to_a_corrupt_model_keeps_the_old_one_and_says_what_failed(options, log_file, tmp_path):
+    """A truncated safetensors file, then a .gguf file that is not GGUF: each is one error
+    naming the file (tests/engine/test_load_faults.py covers the other faults, at the loader)."""
+    old = options["model"]
+    corrupt = shutil.copytree(old, tmp_path / "corrupt")
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    fake = tmp_path / "model.gguf"
+    fake.write_text("<html>404 Not Found</html>\n")
+    async with start_server(options, log_file=log_file, env=environment(tmp_path)) as session:
+        await session.wait_for_model()
+        session.open(URI, TEXT)
+        for count, (model, reason) in enumerate([(corrupt, f"{weights} is truncated or corrupt: tensor "),
+                                                 (fake, f"{fake} is not a GGUF file")], start=2):
+            session.configure({"model": str(model)})
+            await session.wait_for_model(count=count)
+
+            error = session.client.errors_shown()[-1]
+            assert error.startswith(f"tealtab: could not load {model}: {reason}") and "\n" not in error
+            assert error.endswith(f"; still using {old}") and "Traceback" not in error
+            assert progress_ends(session.client)[-1] == f"failed; still using {old}"
+            result = await session.status(f"failed-{count}")
+            assert result["state"] == "ready" and result["serving"] == old and result["error"] == error
+            assert (await session.inline(URI, 1, 11)).items
+            assert answered_by(session, old) == count - 1
+        assert len(session.client.errors_shown()) == 2
 
 
 async def test_a_superseded_load_is_not_swapped_in(options, other_tiny_model, third_tiny_model, log_file,
