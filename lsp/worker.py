@@ -1,8 +1,9 @@
 """The thread that owns the model, and the thread that loads the next one.
 
 Sparsity changes and generation run in the worker thread, one job at a time
-and in order, so the event loop never blocks on the model and a completion
-submitted after a swap (or a sparsity change) sees the model it produced.
+and in order (waiting completions newest first), so the event loop never
+blocks on the model and a completion submitted after a swap (or a sparsity
+change) sees the model it produced.
 Loads run in a loader thread of their own, so a change of model keeps the old
 one answering until the new one is ready; the new one is then swapped in by a
 job of the worker thread. The engine is imported lazily, off the event loop:
@@ -69,6 +70,11 @@ class ModelWorker:
         # Completions per document: queued and not superseded (their cancel flag unset), and the
         # one running; the status reports them (a typing storm must not pile work up).
         self._queued: dict[str, list[CompletionRequest]] = {}
+        # (request, document, future, epoch) in arrival order; each worker job takes the newest
+        # of its epoch. A swap or a sparsity change starts a new epoch: the completions asked
+        # before it run before it, those asked after it see the model it produced.
+        self._waiting: list[tuple[CompletionRequest, str, Future, int]] = []
+        self._epoch = 0
         self._running: str | None = None
 
     def load(self, settings: Settings, progress: ProgressCallback | None = None) -> Future:
@@ -87,10 +93,25 @@ class ModelWorker:
 
     def complete(self, request: CompletionRequest, document: str = "") -> Future:
         """Queue a completion for ``document``; the future gives a CompletionOutcome, or None
-        without a model (or when superseded before it started)."""
+        without a model (or when superseded before it started).
+
+        Completions run newest first: the latest keystroke is where the user is
+        looking, so it goes before the older requests of other documents (those
+        of its own document are superseded anyway) and waits for at most the
+        generation running now, however many documents were typed in.
+        """
+        future: Future = Future()
         with self._lock:
+            entry = (request, document, future, self._epoch)
             self._queued.setdefault(document, []).append(request)
-        return self._executor.submit(self._complete, request, document)
+            self._waiting.append(entry)
+            try:
+                self._executor.submit(self._run_newest, self._epoch)
+            except RuntimeError:  # shut down
+                self._waiting.remove(entry)
+                self._forget(request, document)
+                raise
+        return future
 
     def queue_status(self) -> dict:
         """``{"running": 0|1, "waiting": n, "waitingMaxPerDocument": m}``: completions queued and
@@ -108,13 +129,17 @@ class ModelWorker:
         (None without a model): the level in effect, the calibrated levels, and
         whether a number above 0 needs a calibration first (the model then stays dense).
         """
-        return self._executor.submit(self._apply_sparsity, requested)
+        return self._submit_in_order(self._apply_sparsity, requested)
 
     def shutdown(self) -> None:
         """Drop queued jobs; a running generation or load finishes in the background."""
         with self._lock:
             self._latest_load += 1  # a load in progress is dropped, not swapped in
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for *_, future, _ in waiting:
+            future.cancel()  # their jobs were cancelled: nobody would settle them
         self._loader.shutdown(wait=False, cancel_futures=True)
 
     def _superseded(self, number: int) -> bool:
@@ -146,7 +171,7 @@ class ModelWorker:
         handover = [backend]
         del backend
         try:
-            swap = self._executor.submit(self._swap, number, handover, model)
+            swap = self._submit_in_order(self._swap, number, handover, model)
         except RuntimeError:  # the worker was shut down: nothing to serve with it
             return None
         return swap.result()
@@ -188,13 +213,42 @@ class ModelWorker:
 
         return apply_to_backend(backend, requested, self.model)
 
+    def _submit_in_order(self, fn, *args) -> Future:
+        """Submit a job that completions must not overtake (a swap, a sparsity change)."""
+        with self._lock:
+            self._epoch += 1
+            return self._executor.submit(fn, *args)
+
+    def _run_newest(self, epoch: int) -> None:
+        """A worker job: run the newest waiting completion of ``epoch`` (one job is submitted
+        per completion, and the jobs of an epoch all run before the next epoch's first job)."""
+        with self._lock:
+            index = max((i for i, entry in enumerate(self._waiting) if entry[3] == epoch), default=None)
+            if index is None:
+                return
+            request, document, future, _ = self._waiting.pop(index)
+        if not future.set_running_or_notify_cancel():
+            with self._lock:
+                self._forget(request, document)
+            return
+        try:
+            outcome = self._complete(request, document)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(outcome)
+
+    def _forget(self, request: CompletionRequest, document: str) -> None:
+        """Drop ``request`` from its document's queue (under the lock)."""
+        queue = self._queued.get(document, [])
+        if request in queue:
+            queue.remove(request)
+        if not queue:
+            self._queued.pop(document, None)
+
     def _complete(self, request: CompletionRequest, document: str) -> CompletionOutcome | None:
         with self._lock:
-            queue = self._queued.get(document, [])
-            if request in queue:
-                queue.remove(request)
-            if not queue:
-                self._queued.pop(document, None)
+            self._forget(request, document)
             self._running = document
         try:
             backend = self.backend
