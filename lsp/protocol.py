@@ -119,6 +119,16 @@ class TealtabProtocol(LanguageServerProtocol):
         """A JSON-RPC error response (``msg_id`` None: id null)."""
         self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
 
+    def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
+        """pygls' response, without the traceback it puts in ``error.data`` when a handler
+        raises: the client gets the error's first line, the server log keeps the rest."""
+        if error is not None and getattr(error, "data", None) is not None:
+            message = (str(getattr(error, "message", "") or "internal error").splitlines() or ["internal error"])[0]
+            self._send_data({"jsonrpc": "2.0", "id": msg_id,
+                             "error": {"code": getattr(error, "code", -32603), "message": message[:300]}})
+            return
+        super()._send_response(msg_id, result=result, error=error)
+
     def handle_data(self, data: Any) -> None:
         """One message decoded by lsp/framing.py: check its envelope, then dispatch it as
         pygls' reader does (but structuring only the top-level object: pygls' object_hook

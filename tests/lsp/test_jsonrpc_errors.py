@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from test_framing import bad_then_good, frame, request, start, status  # tests/lsp is on sys.path
+from tealtab.lsp.raw_client import RawServer
+from test_framing import TIMEOUT_S, bad_then_good, frame, request, start, status  # tests/lsp is on sys.path
 
 PARSE_ERROR, INVALID_REQUEST, SERVER_NOT_INITIALIZED = -32700, -32600, -32002
 INLINE = "textDocument/inlineCompletion"
@@ -163,3 +164,19 @@ def test_exit_before_initialize_exits_with_1(log_file):
     with start(log_file, initialize=False) as server:
         server.send_bytes(frame(notification("exit")))
         assert server.wait_exit() == 1
+
+
+def test_a_handler_that_raises_answers_its_first_line_without_a_traceback(log_file):
+    # The test hooks' fault request raises ValueError for a place it does not know: the
+    # stand-in for any handler bug. The error keeps its message, never the traceback.
+    server = RawServer(None, log_file, handshake=False, timeout=TIMEOUT_S, test_hooks=True)
+    try:
+        server.initialize({"enable": False}, "init", initialized=False)
+        answer = server.call("tealtab/testFault", {"place": "nowhere", "kind": "oom"}, "crash")
+        message = assert_plain_error(answer, -32603, "crash")
+        assert "unknown fault" in message and "File " not in message
+        assert "Traceback" in log_file.read_text()  # the server log keeps it
+        status(server, "after")
+        assert server.shutdown_and_exit("bye") == 0
+    finally:
+        server.close()
