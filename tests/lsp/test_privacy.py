@@ -54,11 +54,13 @@ async def test_the_log_holds_no_code_and_nothing_is_written_outside_the_cache(op
         await session.wait_for_model()
         session.open(uri, text)
         line, column = 5, 4
+        answered = []
         for char in TYPED:
             session.edit(uri, (line, column), (line, column), char)
             column += 1
-            await session.inline(uri, line, column)
+            answered += (await session.inline(uri, line, column)).items
         items = (await session.inline(uri, line, column)).items
+        answered += items
         shown = items[0].insert_text if items else ""
         common = {"uri": uri, "languageId": "python", "index": 0, "count": len(items), "length": len(shown)}
         session.notify("tealtab/didShow", {**common, "latencyMs": 12.0})
@@ -73,6 +75,10 @@ async def test_the_log_holds_no_code_and_nothing_is_written_outside_the_cache(op
     assert "completion" in log
     for marker in (IN_DOCUMENT, TYPED, IN_OTHER_FILE):
         assert marker not in log
+    # Nor the completions (those long enough not to occur in a log line by chance).
+    assert answered
+    assert not [item.insert_text for item in answered if len(item.insert_text.strip()) >= 12
+                and item.insert_text.strip() in log]
     # Nothing but the log (the test's own) and the cache changed under the test's folder.
     after = snapshot(tmp_path)
     changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
