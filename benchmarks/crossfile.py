@@ -357,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-package", type=int, default=12, help="cases per package at most")
     p.add_argument("--max-line", type=int, default=120, help="longest line used (characters)")
     p.add_argument("--arms", default="off,on", help="cross-file context: off, on, or both (off,on)")
-    p.add_argument("--model", default="builtin:gemma-3-270m")
+    p.add_argument("--model", default="builtin:gemma-3-270m",
+                   help="a local model, or a server (llamacpp:URL, openai:URL, ollama:URL) with --remote-model")
+    p.add_argument("--remote-model", default=None, help="with a server: the model name it serves")
+    p.add_argument("--remote-timeout", type=float, default=120.0,
+                   help="with a server: seconds a request may take (the editor's default is 10; a quality run "
+                        "must not count a slow answer as an empty one, nor back off after it)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--candidates", type=int, default=3)
     p.add_argument("--temperature", type=float, default=0.2)
@@ -397,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {k: getattr(args, k) for k in ("seed", "per_file", "per_package", "max_line", "model", "device",
                                              "candidates", "temperature", "context_tokens", "max_new_tokens",
-                                             "keep_cache")}
+                                             "keep_cache", "remote_model", "remote_timeout")}
     out = args.out or RESULTS / f"crossfile-{args.machine or machine_tag(args.device)}-{today}.json"
     records: dict[str, dict] = {}
     if out.exists():
@@ -422,11 +427,21 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     from tealtab.completion.alignment import vocabulary_index
-    from tealtab.engine.loading import load_backend
+    from tealtab.completion.model_source import parse_model_source
 
     start = time.perf_counter()
-    backend = PromptRecorder(load_backend(args.model, device=args.device))
-    vocabulary_index(backend)  # built now, not during the first timed request
+    if parse_model_source(args.model).is_remote:
+        # The same cases through the server's own prompt path (the backend the language server opens).
+        from tealtab.lsp.settings import Settings
+        from tealtab.lsp.worker import open_backend
+
+        backend = PromptRecorder(open_backend(Settings(model=args.model, remote_model=args.remote_model,
+                                                       remote_timeout=args.remote_timeout))[0])
+    else:
+        from tealtab.engine.loading import load_backend
+
+        backend = PromptRecorder(load_backend(args.model, device=args.device))
+        vocabulary_index(backend)  # built now, not during the first timed request
     if cases:  # one untimed request first (lazy buffers, parsers), not recorded
         run_case(backend, cases[0], root, "off", args)
     print(f"model {args.model} on {args.device} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
