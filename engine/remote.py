@@ -50,6 +50,9 @@ CHARS_PER_TOKEN = 3.0
 DEFAULT_CONTEXT = {"openai": 4096, "llamacpp": 4096, "ollama": 2048}
 # Seconds a failing server is left alone before the next try: 1, 2, 4, ... 30.
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+# A request that times out while its last token came within this share of the timeout is a
+# slow server, not a failing one: its tokens are the answer and it is not backed off.
+PROGRESSING_SHARE = 0.25
 # How often the waiting worker thread looks at the request's cancel flag.
 CANCEL_POLL_S = 0.005
 ERROR_BODY_LIMIT = 64 * 1024
@@ -311,7 +314,7 @@ class RemoteBackend:
             except Exception as exc:
                 return self._failure(exc)
         rows = [_Row() for _ in range(max(1, request.n))]
-        timing = {"first": None}
+        timing = {"first": None, "last": None}
         for attempt in range(2):  # a second try only after turning off a feature the server refused
             try:
                 planned = calls(self.protocol, request, self.served_model, self.features)
@@ -334,10 +337,21 @@ class RemoteBackend:
                              self._scrub(describe_failure(failed[0], self.health.endpoint, self.timeout_s)))
                 break
             except asyncio.TimeoutError as exc:
-                if request.deadline is not None and time.monotonic() >= request.deadline - 0.01:
+                now = time.monotonic()
+                if request.deadline is not None and now >= request.deadline - 0.01:
                     for row in rows:  # the request's own deadline: what came so far is the answer
                         row.finish = row.finish or "deadline"
                     return GenerationResult([r.candidate() for r in rows if r.text], stats={"remote": self.protocol})
+                if timing["last"] is not None and now - timing["last"] < self.timeout_s * PROGRESSING_SHARE:
+                    # Slow, not down: tokens were still coming. What came is the answer, and the
+                    # server is not backed off (that would drop the next requests as well).
+                    log.info("remote: answer cut at the %.0f s timeout while tokens were still coming",
+                             self.timeout_s)
+                    self.health.succeeded(1000 * (now - started))
+                    for row in rows:
+                        row.finish = row.finish or "deadline"
+                    return GenerationResult([r.candidate() for r in rows if r.text],
+                                            stats={"remote": self.protocol, "timeout": True})
                 return self._failure(exc)
         elapsed_ms = 1000 * (time.monotonic() - started)
         self.health.succeeded(elapsed_ms)
@@ -409,8 +423,9 @@ class RemoteBackend:
                             ended = True
                             continue
                         if 0 <= piece.choice < len(call.rows):
+                            timing["last"] = time.monotonic()
                             if timing["first"] is None:
-                                timing["first"] = time.monotonic()
+                                timing["first"] = timing["last"]
                             _add(rows[call.rows[piece.choice]], piece, request)
                         ended = ended or piece.end
                     _apply_time(rows, call.rows, request, timing)

@@ -240,6 +240,20 @@ def test_request_deadline_keeps_what_came(server, backends):
     assert wait_until(server.streams[0].disconnected.is_set)
 
 
+def test_a_slow_server_still_sending_at_the_timeout_is_cut_not_backed_off(server, backends):
+    # Tokens every 20 ms, more than the 0.5 s timeout allows: a slow server, not a failing one.
+    server.always(Reply(endless=lambda i: openai_chunk("x", 0, None, [-0.1]), interval_s=0.02))
+    backend = backends(openai(server), timeout_s=0.5)
+    result = backend.generate_text(request(max_new_tokens=1000))
+    [candidate] = result.candidates
+    assert candidate.text and set(candidate.text) == {"x"} and candidate.finish_reason == "deadline"
+    assert "error" not in result.stats and result.stats["timeout"] is True
+    assert backend.status()["reachable"] is True and backend.status()["retryInS"] is None
+    assert backend.health.failures == 0 and backend.health.take_notices() == []
+    assert backend.health.allowed()  # the next keystroke's request goes out
+    assert wait_until(server.streams[0].disconnected.is_set)
+
+
 @pytest.mark.parametrize("protocol", ["openai", "llamacpp", "ollama"])
 def test_connection_is_reused_between_requests(protocol, server, backends):
     answers = {"openai": openai_auto, "llamacpp": llamacpp_stream(["a"]), "ollama": ollama_stream(["a"])}
