@@ -52,6 +52,20 @@ def weight_bytes(backend) -> int:
     return total
 
 
+def plan_of(backend) -> dict:
+    """What the int8 plan kept out of the int8 codes (engine/quantization.py), where it kept anything."""
+    from tealtab.engine.linear import named_linears
+    from tealtab.engine.quant_linear import QuantLinear
+
+    kept = [f"blocks.{parent.index}.{name}" for parent, name, lin in named_linears(backend.model)
+            if name != "head" and (not isinstance(lin, QuantLinear) or lin.fmt == "bf16")]
+    head = backend.model.head
+    if not isinstance(head, QuantLinear) or len(kept) == len(backend.model.blocks) * 4:
+        return {}
+    return {"kept_bf16": kept, "head_outlier_columns": 0 if head.outlier_cols is None else head.outlier_cols.numel(),
+            "head_exact_rows": [] if head.exact_ids is None else head.exact_ids.tolist()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=["none", "int8", "nf4", "int8+0.5", "nf4+0.5"])
@@ -79,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         cal = find_calibration(backend)
         level = requested_level(level_text or 0, cal) if level_text != "auto" else requested_level("auto", cal)
         backend.set_sparsity(level, cal)
-        row = {"setting": spec, "quantization": fmt, "sparsity": level, "weight_bytes": weight_bytes(backend)}
+        row = {"setting": spec, "quantization": fmt, "sparsity": level, "weight_bytes": weight_bytes(backend),
+               **plan_of(backend)}
         for language, items in texts.items():
             if not items:
                 continue

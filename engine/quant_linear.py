@@ -13,6 +13,15 @@ TEAL-sparse (thresholds per fused part, as sparse_linear.py's):
   dequantization, then a matmul (the reference).
 Longer inputs (prefill) dequantize the matrix into a transient fp32 (CUDA:
 the activation dtype) W^T and run the GEMM; no full-precision copy stays.
+
+On the CPU a matrix the int8 plan keeps in bf16 (engine/quantization.py) is
+one of these too, holding only its bf16 weights: in cpu_sparse's input-major
+layout, read by the existing bf16 kernel (TEAL's, whose threshold 0 is the
+dense product), or as a plain bf16 matrix without the kernel. (On a GPU
+quant_loading leaves it to the model's own dense linear.) The int8 head's outlier
+columns (bf16, cpu_rows' layout on the CPU) add their product to the codes',
+and its exact rows (the BOS token's) replace theirs, in the logits and in the
+embedding lookup alike.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from tealtab.engine import cpu_quant, cpu_sparse
+from tealtab.engine import cpu_quant, cpu_rows, cpu_sparse
 from tealtab.engine.linear import current_phase, part_segments
 from tealtab.engine.quantization import QuantizedWeight
 from tealtab.kernels import quant_gemv as qg
@@ -38,8 +47,21 @@ def _tensor(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t, requires_grad=False)
 
 
+# Where output o of a cpu_rows block sits among the block's 16 lanes.
+_LANE_OF = torch.tensor([cpu_rows.LANE_ORDER.index(o) for o in range(cpu_rows.BLOCK)])
+
+
+def _unpack_input_major(packed_t: torch.Tensor, out_features: int) -> torch.Tensor:
+    """W^T fp32 [in, out] (contiguous) of cpu_sparse.pack_input_major's bf16 layout."""
+    d, blocks, lanes = packed_t.shape
+    w_t = torch.empty(d, blocks, lanes, dtype=torch.float32)
+    w_t[:, :, list(cpu_rows.LANE_ORDER)] = packed_t.float()
+    return w_t.view(d, blocks * lanes)[:, :out_features].contiguous()
+
+
 class QuantLinear(nn.Module):
-    """y = x W^T (+ b) with W kept as int8 or NF4 codes and their scales.
+    """y = x W^T (+ b) with W kept as int8 or NF4 codes and their scales (or, for a matrix
+    the int8 plan keeps, as bf16 weights alone).
 
     ``head``: the LM head layout (dense only; ``rows`` is the embedding lookup).
     """
@@ -53,12 +75,18 @@ class QuantLinear(nn.Module):
         self.bias = None if bias is None else _tensor(bias.float().to(device))
         self.kind = "torch"
         dev = torch.device(device)
+        if (q.outlier_cols is not None or q.exact_ids is not None) and not (head and q.fmt == "int8"):
+            raise ValueError("outlier columns and exact rows are the int8 head's")
         if dev.type == "cpu" and cpu_quant.usable() and (q.fmt == "int8" or not head):
             self.kind = "cpu"
-        elif dev.type == "cuda" and qg.triton is not None:
+        elif dev.type == "cuda" and qg.triton is not None and q.fmt != "bf16":
             self.kind = "cuda"
         self._layout = None
-        if self.kind == "cuda":
+        if q.fmt == "bf16":
+            # Only the bf16 weights: input-major for the CPU kernel, else [out, in].
+            w = cpu_sparse.pack_input_major(q.codes) if self.kind == "cpu" else q.codes.to(device)
+            self.codes, self.scales = _tensor(w), None
+        elif self.kind == "cuda":
             # W^T layouts read by kernels/quant_gemv.py; the parameters hold the same tensors.
             if q.fmt == "int8":
                 self._layout = qg.int8_layout(q.codes.to(dev), q.scales.to(dev))
@@ -80,6 +108,7 @@ class QuantLinear(nn.Module):
         else:
             self.codes, self.scales = _tensor(q.codes.to(device)), _tensor(q.scales.to(device))
         self.table = None if q.table is None else _tensor(q.table.float().to(device))
+        self._set_head_extras(q, device)
         self.sizes: tuple[int, ...] = (self._out,)
         self.thresholds: tuple[float, ...] = (0.0,)
         self.sparse = False  # a threshold above 0 is installed (TEAL); kept by set_thresholds
@@ -91,6 +120,57 @@ class QuantLinear(nn.Module):
             # calls of at most 8 rows use the dense one.
             self._dense_table = build_tile_thresholds(0.0, self._out, device=dev)
             self._table = build_tile_thresholds(0.0, self._out, device=dev)
+
+    def _set_head_extras(self, q: QuantizedWeight, device) -> None:
+        """The int8 head's outlier columns (bf16; cpu_rows' packed layout where its kernel
+        serves decode steps) and exact rows (fp32), or None."""
+        self.outliers = self.exact_rows = None
+        self.register_buffer("outlier_cols", None, persistent=False)
+        self.register_buffer("exact_ids", None, persistent=False)
+        self._exact: list[int] = []
+        if q.outlier_cols is not None and q.outlier_cols.numel():
+            self.outlier_cols = q.outlier_cols.to(device=device, dtype=torch.int64)
+            packed = self.kind == "cpu" and cpu_rows.load()
+            self.outliers = _tensor(cpu_rows.pack(q.outliers) if packed else q.outliers.to(device))
+        if q.exact_ids is not None and q.exact_ids.numel():
+            self.exact_ids = q.exact_ids.to(device=device, dtype=torch.int64)
+            self.exact_rows = _tensor(q.exact_rows.float().to(device))
+            self._exact = [int(i) for i in q.exact_ids]
+
+    def _outlier_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """The outlier columns of rows ``ids``, fp32 [len(ids), k]."""
+        if cpu_rows.is_packed(self.outliers):
+            lane = _LANE_OF.to(ids.device)[ids % cpu_rows.BLOCK]
+            return self.outliers[ids // cpu_rows.BLOCK, :, lane].float()
+        return self.outliers.index_select(0, ids).float()
+
+    def _patch_rows(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the codes' weight -> with the outlier columns and exact rows in place."""
+        if self.outliers is not None:
+            out[:, self.outlier_cols] = self._outlier_rows(ids).to(out.dtype)
+        for j, token in enumerate(self._exact):
+            hit = ids == token
+            if out.device.type == "cpu":  # in place, and only where the token is looked up
+                if hit.any():
+                    out[hit] = self.exact_rows[j].to(out.dtype)
+            else:  # no branch on the ids: no host sync (a captured CUDA graph replays it)
+                out = torch.where(hit[:, None], self.exact_rows[j].to(out.dtype), out)
+        return out
+
+    def _patch_products(self, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x2 [rows, in] @ the codes' W^T = y [rows, out] -> with the outlier columns' product
+        added and the exact rows' outputs replaced."""
+        if self.outliers is not None:
+            xc = x2.index_select(-1, self.outlier_cols)
+            if cpu_rows.usable(self.outliers, xc.shape[0]):
+                y += cpu_rows.rows_times_weight(xc, self.outliers, self._out).to(y.dtype)
+            elif cpu_rows.is_packed(self.outliers):  # packed, but the kernel is not there for these rows
+                y += (xc.float() @ self._outlier_rows(torch.arange(self._out)).t()).to(y.dtype)
+            else:
+                y += (xc.to(self.outliers.dtype) @ self.outliers.t()).to(y.dtype)
+        for j, token in enumerate(self._exact):
+            y[:, token] = (x2.to(self.exact_rows.dtype) @ self.exact_rows[j]).to(y.dtype)
+        return y
 
     # ------------------------------------------------------------------ the interface of every linear
 
@@ -104,8 +184,9 @@ class QuantLinear(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of codes, scales and table held."""
-        return sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.table) if t is not None)
+        """Bytes of codes, scales, table, outlier columns and exact rows held."""
+        parts = (self.codes, self.scales, self.table, self.outliers, self.exact_rows)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -114,6 +195,12 @@ class QuantLinear(nn.Module):
 
     def dequantize_t(self) -> torch.Tensor:
         """W^T fp32 [in, out], contiguous."""
+        if self.fmt == "bf16":
+            if self.kind == "cpu":
+                return _unpack_input_major(self.codes, self._out)
+            return self.codes.t().float().contiguous()
+        if self.head and (self.outliers is not None or self._exact):
+            return self.rows(torch.arange(self._out, device=self.codes.device)).t().contiguous()
         if self.kind == "cpu":
             if self.head:
                 return cpu_quant.int8_block_gather(self.codes, self.scales, torch.arange(self._out), self._out).t()
@@ -129,12 +216,16 @@ class QuantLinear(nn.Module):
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the dequantized weight, fp32 [len(ids), in] (the tied embedding's lookup)."""
         if self.kind == "cpu" and self.head:
-            return cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out)
-        if self.fmt == "int8" and self.kind == "torch":
-            return self.codes.index_select(0, ids).float() * (self.scales.index_select(0, ids) / 127.0)[:, None]
-        if self.fmt == "int8" and self.kind == "cuda":
-            return (self.codes.index_select(1, ids).float() * (self.scales.index_select(0, ids) / 127.0)).t()
-        return self.dequantize_t().t().index_select(0, ids)
+            out = cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out)
+        elif self.fmt == "int8" and self.kind == "torch":
+            out = self.codes.index_select(0, ids).float() * (self.scales.index_select(0, ids) / 127.0)[:, None]
+        elif self.fmt == "int8" and self.kind == "cuda":
+            out = (self.codes.index_select(1, ids).float() * (self.scales.index_select(0, ids) / 127.0)).t()
+        elif self.fmt == "bf16" and self.kind != "cpu":
+            return self.codes.index_select(0, ids).float()
+        else:
+            return self.dequantize_t().t().index_select(0, ids)
+        return self._patch_rows(ids, out) if self.head else out
 
     def segments(self) -> list[tuple[int, int, float]]:
         """(out_start, out_end, threshold) per fused part."""
@@ -173,16 +264,20 @@ class QuantLinear(nn.Module):
         if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head):
             x2 = x.reshape(rows, -1)
             if self.head:
-                y = cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out)
+                y = self._patch_products(x2, cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out))
             else:
                 segs = self._segs if sparse else self._dense_segs
                 if self.fmt == "int8":
                     y = cpu_quant.int8_rows(x2, self.codes, self.scales, self._out, segs)
+                elif self.fmt == "bf16":
+                    y = cpu_sparse.sparse_rows_times_weight(x2, self.codes, self._out, segs)
                 else:
                     y = cpu_quant.nf4_rows(x2, self.codes, self.scales, self.table, self._out, segs)
             y = y.view(*x.shape[:-1], self._out)
         elif self.kind == "cuda" and rows <= MAX_ROWS:
             y = qg.quant_gemv(x, self._layout, self._table if sparse else self._dense_table)
+            if self.head:
+                y = self._patch_products(x.reshape(rows, -1), y.reshape(rows, -1)).view(*x.shape[:-1], self._out)
         else:
             y = self._matmul(x, sparse and (mode == "all" or rows <= MAX_ROWS))
         if self.bias is not None:

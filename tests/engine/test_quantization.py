@@ -43,7 +43,7 @@ def test_codes_are_bitsandbytes_own_and_round_trip_through_the_cache(fmt, tmp_pa
         assert (a is None and b is None) or torch.equal(a, b)
 
 
-def test_a_stale_or_torn_cache_is_ignored(tmp_path):
+def test_a_stale_or_torn_cache_is_ignored(tmp_path, monkeypatch):
     q = quantization.quantize(torch.randn(16, 64), "int8")
     (tmp_path / "model.safetensors").write_bytes(b"weights v1")
     path = tmp_path / "quantized" / "q.safetensors"
@@ -52,6 +52,9 @@ def test_a_stale_or_torn_cache_is_ignored(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"other weights, v2")  # the model changed under the cache
     assert quantization.load(path, tmp_path) is None
     path.write_bytes(b"not a safetensors file")
+    assert quantization.load(path, tmp_path) is None
+    quantization.save(path, {"head": q}, tmp_path)
+    monkeypatch.setattr(quantization, "VERSION", quantization.VERSION + 1)  # another plan: quantize again
     assert quantization.load(path, tmp_path) is None
 
 
@@ -64,7 +67,7 @@ def test_plan_keeps_the_head_and_odd_inputs_in_int8():
         quantization.quantize(torch.randn(4, 64), "fp8")
 
 
-@pytest.mark.parametrize("fmt", ["int8", "nf4"])
+@pytest.mark.parametrize("fmt", ["int8", "nf4", "bf16"])
 @pytest.mark.parametrize("rows", [1, 3, 8, 20])
 @torch.inference_mode()
 def test_quant_linear_equals_bitsandbytes_dequantize_then_matmul(fmt, rows):
@@ -109,6 +112,60 @@ def test_quantized_head_serves_logits_and_the_embedding_lookup():
         head.set_thresholds([0.5])
 
 
+def test_the_int8_plan_keeps_the_largest_errors_within_the_budget():
+    sizes = {"blocks.0.wqkv": 30, "blocks.0.w13": 50, "blocks.1.wqkv": 30, "blocks.1.w13": 50, "blocks.1.wo": 10}
+    errors = {"blocks.0.wqkv": 1e-4, "blocks.0.w13": 9e-4, "blocks.1.wqkv": 5e-4, "blocks.1.w13": 2e-4,
+              "blocks.1.wo": 1e-5}
+    # A budget of 40 of 170 weights: the largest error (50 weights) does not fit, the next two do.
+    assert quantization.keep_in_bf16(errors, sizes, 40 / 170) == ["blocks.1.wqkv", "blocks.1.wo"]
+    assert quantization.keep_in_bf16(errors, sizes, 0.0) == []
+    assert quantization.keep_in_bf16(errors, sizes, 1.0) == sorted(errors, key=lambda n: -errors[n])
+
+
+def test_outlier_columns_weigh_the_int8_error_by_the_input_and_stay_out_of_the_codes():
+    torch.manual_seed(3)
+    w = torch.randn(96, 64) * 0.02
+    w[:, 5] *= 40  # the largest weights: they set every row's scale, so every column's step
+    mean_square = torch.ones(64)
+    mean_square[[11, 40]] = 1e6  # massive activations in two other dimensions: their errors count
+    assert quantization.outlier_columns(w, mean_square, 2).tolist() == [11, 40]
+    assert quantization.outlier_columns(w, mean_square, 0).tolist() == []
+    cols, exact = torch.tensor([5, 11]), torch.tensor([7])
+    q = quantization.quantize(w, "int8", outlier_cols=cols, exact_ids=exact)
+    held_out = w.clone()
+    held_out[:, cols] = 0
+    cb, scb, _ = bnb_f.int8_vectorwise_quant(held_out)  # bitsandbytes' codes of the rest
+    assert torch.equal(q.codes, cb) and torch.equal(q.scales, scb) and not q.codes[:, cols].any()
+    ref = q.dequantize()
+    others = torch.arange(96) != 7
+    assert torch.equal(ref[others][:, cols], w[others][:, cols].bfloat16().float()) and torch.equal(ref[7], w[7])
+    # Holding out the large column makes the others' rounding 40x finer.
+    assert (ref - w)[:, 12:].abs().max() < 0.51 / 127 * held_out.abs().amax()
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@torch.inference_mode()
+def test_the_heads_outlier_columns_and_exact_rows_serve_logits_and_lookup_alike(kernel, monkeypatch):
+    from tealtab.engine import quant_linear
+
+    if not kernel:  # the torch path (no C compiler; CUDA takes the same products)
+        monkeypatch.setattr(quant_linear.cpu_quant, "usable", lambda: False)
+    torch.manual_seed(4)
+    w = torch.randn(1000, 64)
+    q = quantization.quantize(w, "int8", outlier_cols=torch.tensor([3, 60]), exact_ids=torch.tensor([2, 999]))
+    head = QuantLinear(q, head=True)
+    assert head.kind == ("cpu" if kernel and quant_linear.cpu_quant.usable() else "torch")
+    ref = q.dequantize()
+    ids = torch.tensor([2, 0, 999, 17, 2, 512])
+    torch.testing.assert_close(head.rows(ids), ref[ids])
+    assert torch.equal(head.rows(ids)[0], w[2]) and torch.equal(head.weight, ref)
+    for rows in (1, 8, 40):
+        x = torch.randn(rows, 64)
+        torch.testing.assert_close(head(x), x @ ref.t(), rtol=1e-4, atol=1e-3)
+    if head.kind == "cpu":  # codes and scales (padded to blocks of 16 rows), 2 bf16 columns, 2 fp32 rows
+        assert head.nbytes == 1008 * 64 + 1008 * 4 + 1008 * 2 * 2 + 2 * 64 * 4
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny-quant"), "gemma3")
@@ -138,7 +195,9 @@ def test_a_quantized_model_loads_from_its_cache_and_stays_close_to_the_dense_one
     want = model(torch.tensor([ids]), torch.arange(len(ids)), _attend(model, len(ids)))
     ref = dense.model(torch.tensor([ids]), torch.arange(len(ids)), _attend(dense.model, len(ids)))
     rel = float((want - ref).norm() / ref.norm())
-    assert rel < (0.02 if fmt == "int8" else 0.3), rel
+    # int8: 0.019 in every matrix, 0.020 with its plan on these ids (random weights: its picks help on
+    # the held-out calibration files, 7 sequences of 8, not on every input).
+    assert rel < (0.025 if fmt == "int8" else 0.3), rel
 
     # A second start reads the cache: nothing is quantized again, and the logits are the same.
     def no_quantizing(*args, **kwargs):
@@ -148,6 +207,59 @@ def test_a_quantized_model_loads_from_its_cache_and_stays_close_to_the_dense_one
     second = LocalBackend.from_dir(tiny_dir, "tiny", quantization=fmt)
     got = second.model(torch.tensor([ids]), torch.arange(len(ids)), _attend(second.model, len(ids)))
     assert torch.equal(got, want)
+
+
+@torch.inference_mode()
+def test_the_int8_plan_on_a_tiny_model_keeps_what_its_rule_picks_and_reads_it_unquantized(tiny_dir, tmp_path,
+                                                                                          monkeypatch):
+    from tealtab.engine.checkpoint import CheckpointWeights
+    from tealtab.engine.linear import phase
+    from tealtab.engine.loading import read_config
+
+    monkeypatch.setenv("TEALTAB_CACHE", str(tmp_path / "cache"))
+    backend = LocalBackend.from_dir(tiny_dir, "tiny", quantization="int8")
+    model, cfg, weights = backend.model, read_config(tiny_dir), CheckpointWeights(tiny_dir)
+    # The rule, applied by hand to the measurement on the calibration text.
+    tokens = quant_loading.calibration_tokens(backend.tokenizer)
+    assert tokens.shape == (quant_loading.PLAN_CHUNKS, quant_loading.PLAN_LEN)
+    assert (tokens[:, 0] == backend.bos_id).all()
+    codes, errors, mean_square = quant_loading.measure_int8(cfg, weights, tokens)
+    sizes = {name: q.out_features * q.in_features for name, q in codes.items()}
+    kept = quantization.keep_in_bf16(errors, sizes)
+    assert kept  # 8% of this model's block weights holds one of its attention outputs
+    sources = quant_loading.checkpoint_linears(cfg, weights)
+    for i, block in enumerate(model.blocks):
+        for attr in ("wqkv", "wo", "w13", "w2"):
+            lin, name = getattr(block, attr), f"blocks.{i}.{attr}"
+            assert lin.fmt == ("bf16" if name in kept else "int8"), name
+            if name in kept:  # its checkpoint weight, only rounded to bf16, at prefill and decode alike
+                w = torch.cat([weights[k] for k in sources[name][0]]).bfloat16().float()
+                assert torch.equal(lin.weight, w)
+                x = torch.randn(3, lin.in_features)
+                torch.testing.assert_close(lin(x), x @ w.t(), rtol=1e-5, atol=1e-5)
+                with phase("all"):
+                    torch.testing.assert_close(lin(x.repeat(4, 1)), x.repeat(4, 1) @ w.t(), rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(lin.weight, codes[name].dequantize())
+    # The head: its outlier columns and the BOS row, from the checkpoint.
+    table = weights["model.embed_tokens.weight"]
+    cols = quantization.outlier_columns(table, mean_square, cfg.dim // quantization.OUTLIER_SHARE)
+    assert model.head.outlier_cols.tolist() == cols.tolist() and len(cols) == 1
+    everything = model.head.rows(torch.arange(cfg.vocab_size))
+    assert torch.equal(everything[:, cols], table[:, cols].bfloat16().float())
+    assert torch.equal(everything[backend.bos_id], table[backend.bos_id].float())
+    assert torch.equal(model.embed_tokens(torch.tensor([backend.bos_id])),
+                       table[backend.bos_id].float()[None] * cfg.embed_scale)
+    x = torch.randn(2, cfg.dim)
+    torch.testing.assert_close(model.head(x), x @ everything.t(), rtol=1e-4, atol=1e-4)
+    # TEAL thresholds reach the bf16 matrices too.
+    name = kept[0]
+    lin = getattr(model.blocks[int(name.split(".")[1])], name.split(".")[2])
+    lin.set_thresholds([0.5] * len(lin.sizes), lin.sizes)
+    x = torch.randn(1, lin.in_features)
+    with phase("decode"):
+        torch.testing.assert_close(lin(x), torch.where(x.abs() > 0.5, x, 0.0) @ lin.weight.t(), rtol=1e-5, atol=1e-5)
+    lin.set_thresholds(None)
 
 
 @torch.inference_mode()
