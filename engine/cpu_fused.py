@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import torch
 
 from tealtab.engine import cpu_rows
+from tealtab.engine.env import env_flag
 from tealtab.engine.model import gated_activation
 
 MAX_HEAD_DIM = 1024  # cpu_fused.c's per-head scratch
@@ -87,12 +88,56 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: i
     return q
 
 
+MAX_QUERIES = 128  # cpu_attention.c: candidates x query heads per KV head
+MAX_ROWS = 128 * 2048  # cpu_attention.c: its chunks of 128 rows, at most 2048 per query
+
+
+def decode_attention(q: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Tensor, gen_k: torch.Tensor,
+                     gen_v: torch.Tensor, gen_start: int, scale: float) -> torch.Tensor:
+    """kv_cache.bifurcated_attention in one C call (cpu_attention.c), on cpu_pool.c's threads.
+
+    q [n, H, 1, D]; prompt_k/v [Hkv, P, D] (the attended prompt rows, rows of D contiguous);
+    gen_k/v [n, Hkv, G, D] (each candidate's rows so far, rows of D contiguous; those
+    before ``gen_start`` are outside a sliding window). Returns [n, H, 1, D] fp32.
+    """
+    n, h, _, d = q.shape
+    hkv, p_len = prompt_k.shape[0], prompt_k.shape[1]
+    g_len = gen_k.shape[2]
+    _check_fp32(q, prompt_k, prompt_v, gen_k, gen_v)
+    if (prompt_k.stride() != prompt_v.stride() or gen_k.stride() != gen_v.stride() or prompt_k.stride(-1) != 1
+            or prompt_k.stride(1) != d or gen_k.stride(-1) != 1 or gen_k.stride(2) != d or gen_k.shape[0] != n
+            or gen_k.shape[1] != hkv or h % hkv or n * (h // hkv) > MAX_QUERIES or d % 8
+            or not 0 <= gen_start <= g_len or p_len + g_len - gen_start > MAX_ROWS):
+        raise ValueError(f"unsupported attention layout: q {tuple(q.shape)}, prompt {tuple(prompt_k.shape)} "
+                         f"{prompt_k.stride()}, gen {tuple(gen_k.shape)} {gen_k.stride()}")
+    q = q.contiguous()
+    out = torch.empty(n, h, 1, d)
+    rc = cpu_rows.library().tealtab_decode_attention(
+        q.data_ptr(), prompt_k.data_ptr(), prompt_v.data_ptr(), p_len, prompt_k.stride(0), gen_k.data_ptr(),
+        gen_v.data_ptr(), gen_start, g_len, gen_k.stride(0), gen_k.stride(1), n, h, hkv, d, scale, out.data_ptr())
+    if rc == -2:
+        raise MemoryError("decode attention: no memory for its scratch")
+    if rc:
+        raise ValueError(f"decode attention refused q {tuple(q.shape)} over {p_len} + {g_len - gen_start} rows")
+    return out
+
+
+def attention_fits(cfg, n: int, rows: int) -> bool:
+    """Whether decode_attention takes this model's heads for ``n`` candidates over ``rows`` rows."""
+    g = cfg.n_heads // cfg.n_kv_heads
+    return (cfg.n_heads % cfg.n_kv_heads == 0 and n * g <= MAX_QUERIES and cfg.head_dim % 8 == 0
+            and rows <= MAX_ROWS)
+
+
 def load_kernels() -> SimpleNamespace | None:
     """The launchers for fused_step, or None where the C library is unavailable."""
     if cpu_rows.library() is None:
         return None
     # The activation stays two torch operators (vectorized already): the model's own.
-    return SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_activation)
+    ops = SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_activation)
+    if env_flag("TEALTAB_C_ATTENTION", True):  # off: kv_cache's torch attention (benchmarks compare)
+        ops.decode_attention, ops.attention_fits = decode_attention, attention_fits
+    return ops
 
 
-__all__ = ["add_rms_norm", "load_kernels", "rope_qkv"]
+__all__ = ["add_rms_norm", "attention_fits", "decode_attention", "load_kernels", "rope_qkv"]

@@ -410,14 +410,39 @@ int tealtab_nf4_rows(const void *scratch, const uint8_t *codes, const float *sca
 int64_t tealtab_sparse_prepare(const float *x, int64_t n, int64_t d, int64_t n_seg, const int64_t *seg_blocks,
                                const float *thr, int64_t max_parts, int64_t min_work, void *scratch);
 
-/* One call for a whole product where it is one thread's job: the prepare
- * step, then part 0 if the split made one part. Returns the part count (1:
- * done; more: run tealtab_i8_rows for each part), or -1 for bad rows. */
+/* cpu_pool.c, in the same library. */
+typedef void (*tealtab_part_fn)(void *ctx, int64_t part);
+void tealtab_parallel(tealtab_part_fn fn, void *ctx, int64_t parts);
+
+typedef struct {
+    const void *scratch;
+    const void *codes;
+    const float *scales, *table;
+    const int64_t *seg_blocks;
+    float *out;
+    int64_t ld_out, n_out;
+} quant_job;
+
+static void i8_part(void *ctx, int64_t part) {
+    const quant_job *j = (const quant_job *)ctx;
+    tealtab_i8_rows(j->scratch, (const int8_t *)j->codes, j->scales, j->seg_blocks, part, j->out, j->ld_out, j->n_out);
+}
+
+static void nf4_part(void *ctx, int64_t part) {
+    const quant_job *j = (const quant_job *)ctx;
+    tealtab_nf4_rows(j->scratch, (const uint8_t *)j->codes, j->scales, j->table, j->seg_blocks, part, j->out,
+                     j->ld_out, j->n_out);
+}
+
+/* One call for a whole product: the prepare step, then every part of its
+ * split over the pool (cpu_pool.c). Returns the part count, or -1 for bad rows. */
 int64_t tealtab_i8_rows_call(const float *x, int64_t n, int64_t d, int64_t n_seg, const int64_t *seg_blocks,
                              const float *thr, int64_t max_parts, int64_t min_work, void *scratch,
                              const int8_t *codes, const float *scale, float *out, int64_t ld_out, int64_t n_out) {
     int64_t parts = tealtab_sparse_prepare(x, n, d, n_seg, seg_blocks, thr, max_parts, min_work, scratch);
-    if (parts == 1) tealtab_i8_rows(scratch, codes, scale, seg_blocks, 0, out, ld_out, n_out);
+    if (parts < 1) return parts;
+    quant_job j = {scratch, codes, scale, NULL, seg_blocks, out, ld_out, n_out};
+    tealtab_parallel(i8_part, &j, parts);
     return parts;
 }
 
@@ -427,7 +452,9 @@ int64_t tealtab_nf4_rows_call(const float *x, int64_t n, int64_t d, int64_t n_se
                               const uint8_t *codes, const float *scales, const float *table, float *out,
                               int64_t ld_out, int64_t n_out) {
     int64_t parts = tealtab_sparse_prepare(x, n, d, n_seg, seg_blocks, thr, max_parts, min_work, scratch);
-    if (parts == 1) tealtab_nf4_rows(scratch, codes, scales, table, seg_blocks, 0, out, ld_out, n_out);
+    if (parts < 1) return parts;
+    quant_job j = {scratch, codes, scales, table, seg_blocks, out, ld_out, n_out};
+    tealtab_parallel(nf4_part, &j, parts);
     return parts;
 }
 
@@ -444,6 +471,40 @@ int tealtab_i8_head_rows(const float *x, int64_t n, int64_t d, const int8_t *cod
                                               b * BLOCK, n_out);
         b += wide ? tl.nb : 1;
     }
+    return 0;
+}
+
+typedef struct {
+    const float *x;
+    int64_t n, d;
+    const int8_t *codes;
+    const float *scale;
+    float *out;
+    int64_t ld_out, n_out;
+    int64_t bounds[65];
+} head_job;
+
+static void head_part(void *ctx, int64_t part) {
+    const head_job *j = (const head_job *)ctx;
+    tealtab_i8_head_rows(j->x, j->n, j->d, j->codes, j->scale, j->bounds[part], j->bounds[part + 1], j->out,
+                         j->ld_out, j->n_out);
+}
+
+/* The whole head product, split into `parts` runs at multiples of 24 blocks
+ * (every tile width divides 24, so the parts stay on the widest tiles), over
+ * the pool. Returns 0, or -1. */
+int tealtab_i8_head_rows_par(const float *x, int64_t n, int64_t d, const int8_t *codes, const float *scale,
+                             int64_t blocks, float *out, int64_t ld_out, int64_t n_out, int64_t parts) {
+    if (n < 1 || n > 8) return -1;
+    if (parts > 64) parts = 64;
+    if (parts < 1) parts = 1;
+    head_job j = {x, n, d, codes, scale, out, ld_out, n_out, {0}};
+    for (int64_t i = 0; i < parts; ++i) {
+        int64_t b = 24 * (blocks * i / (24 * parts));
+        j.bounds[i] = b < blocks ? b : blocks;
+    }
+    j.bounds[parts] = blocks;
+    tealtab_parallel(head_part, &j, parts);
     return 0;
 }
 

@@ -35,13 +35,10 @@ from tealtab.engine import cpu_rows, cpu_sparse
 BLOCK = cpu_rows.BLOCK
 GROUP = 64  # NF4 quantization block (input channels per scale)
 MAX_ROWS = cpu_rows.MAX_ROWS
-# Below this much work (rows x weights read) a matrix is one thread's job. A
-# weight here is half or a quarter of a bf16 one's bytes and time, so the
-# bar is 4x cpu_sparse's: on the 2-core Xeon a pool hand-off costs ~90 us,
-# and splitting the layers at 1-4 rows (from cpu_sparse's 4M) was 10-30 %
-# slower than one thread; at 8 rows this (w13 split, the others not) was
-# 1-9 % ahead of both. The LM head (168M weights) is always split.
-SPLIT_MIN_WORK = 1 << 24
+# Below this much work (rows x weights read) a matrix is one thread's job:
+# cpu_rows'. (With the Python pool's ~90 us hand-off it was 1 << 24, and the
+# layer matrices ran on one core; cpu_pool.c's workers take over in microseconds.)
+SPLIT_MIN_WORK = cpu_rows.SPLIT_MIN_WORK
 # dequantize_t and the head's gather split over threads from this many weights
 # (they write 4 bytes a weight: a prefill's cost, not a decode step's).
 DEQUANT_SPLIT = 1 << 18
@@ -64,6 +61,7 @@ def _declare_on(lib: ctypes.CDLL) -> ctypes.CDLL:
                             ("tealtab_i8_rows_call", prepare + [ptr, ptr, ptr, i64, i64], i64),
                             ("tealtab_nf4_rows_call", prepare + [ptr, ptr, ptr, ptr, i64, i64], i64),
                             ("tealtab_i8_head_rows", [ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, i64], c_int),
+                            ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64], c_int),
                             ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr], c_int),
                             ("tealtab_i8_dequant_t", [ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_nf4_dequant_t", [ptr, ptr, ptr, i64, i64, i64, i64, ptr], c_int),
@@ -197,16 +195,6 @@ def _setup(lib, x: torch.Tensor, codes: torch.Tensor, out_features: int, segment
     return x, segs, scratch.data_ptr()
 
 
-def _parts(fn, parts: int, head: tuple, tail: tuple) -> None:
-    """fn(*head, part, *tail) for each part of a split: part 0 here, the others on cpu_rows' pool."""
-    if parts < 1:
-        raise ValueError("the prepare step refused the rows")
-    futures = [cpu_rows._pool.submit(fn, *head, p, *tail) for p in range(1, parts)]
-    fn(*head, 0, *tail)
-    for f in futures:
-        f.result()
-
-
 def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_features: int,
               segments: cpu_sparse.Segments | Sequence[tuple[int, int, float]] | float) -> torch.Tensor:
     """x [rows, in] (1..8 rows), masked per segment to x * 1[|x| > t] (t <= 0: dense), @ W.T
@@ -221,8 +209,8 @@ def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_fea
     cp, scp, op, bp = codes.data_ptr(), scale.data_ptr(), out.data_ptr(), segs.bounds_ptr
     parts = lib.tealtab_i8_rows_call(x.data_ptr(), x.shape[0], x.shape[1], segs.count, bp, segs.thresholds_ptr,
                                      cpu_rows._threads, SPLIT_MIN_WORK, sp, cp, scp, op, out_features, out_features)
-    if parts != 1:
-        _parts(lib.tealtab_i8_rows, parts, (sp, cp, scp, bp), (op, out_features, out_features))
+    if parts < 1:  # the call ran every part of its split over cpu_pool.c's workers
+        raise ValueError("the prepare step refused the rows")
     return out
 
 
@@ -240,8 +228,8 @@ def nf4_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, table: 
     parts = lib.tealtab_nf4_rows_call(x.data_ptr(), x.shape[0], x.shape[1], segs.count, bp, segs.thresholds_ptr,
                                       cpu_rows._threads, SPLIT_MIN_WORK, sp, cp, scp, tp, op, out_features,
                                       out_features)
-    if parts != 1:
-        _parts(lib.tealtab_nf4_rows, parts, (sp, cp, scp, tp, bp), (op, out_features, out_features))
+    if parts < 1:  # the call ran every part of its split over cpu_pool.c's workers
+        raise ValueError("the prepare step refused the rows")
     return out
 
 
@@ -264,15 +252,9 @@ def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, o
     if x.dtype is not torch.float32 or not x.is_contiguous():
         x = x.to(torch.float32).contiguous()
     out = torch.empty(rows, out_features, dtype=torch.float32)
-    fn, xp, cp, sp, op = lib.tealtab_i8_head_rows, x.data_ptr(), codes.data_ptr(), scale.data_ptr(), out.data_ptr()
     parts = min(cpu_rows._threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
-    # Bounds at multiples of 24 blocks (every tile width divides 24) keep the parts on the widest tiles.
-    bounds = [min(blocks, 24 * (blocks * i // (24 * parts))) for i in range(parts)] + [blocks]
-    futures = [cpu_rows._pool.submit(fn, xp, rows, d, cp, sp, bounds[i], bounds[i + 1], op, out_features,
-                                     out_features) for i in range(1, parts)]
-    fn(xp, rows, d, cp, sp, bounds[0], bounds[1], op, out_features, out_features)
-    for f in futures:
-        f.result()
+    lib.tealtab_i8_head_rows_par(x.data_ptr(), rows, d, codes.data_ptr(), scale.data_ptr(), blocks, out.data_ptr(),
+                                 out_features, out_features, parts)
     return out
 
 

@@ -144,3 +144,42 @@ const char *tealtab_rows_isa(void) {
     return "portable";
 #endif
 }
+
+/* cpu_pool.c, in the same library. */
+typedef void (*tealtab_part_fn)(void *ctx, int64_t part);
+void tealtab_parallel(tealtab_part_fn fn, void *ctx, int64_t parts);
+
+#define MAX_SPLIT 64
+
+typedef struct {
+    const float *x;
+    int64_t n, d;
+    const uint16_t *p;
+    float *out;
+    int64_t ld_out, n_out;
+    int64_t bounds[MAX_SPLIT + 1];
+} rows_job;
+
+static void rows_part(void *ctx, int64_t part) {
+    const rows_job *j = (const rows_job *)ctx;
+    tealtab_rows_packed(j->x, j->n, j->d, j->p, j->bounds[part], j->bounds[part + 1], j->out, j->ld_out, j->n_out);
+}
+
+/* The whole product, split into `parts` runs of whole block pairs (even
+ * counts keep one- and two-row calls on their two-block path) over the
+ * pool (cpu_pool.c). Returns 0, or -1 for an unsupported row count. */
+int tealtab_rows_packed_par(const float *x, int64_t n, int64_t d, const uint16_t *p, int64_t blocks, float *out,
+                            int64_t ld_out, int64_t n_out, int64_t parts) {
+    if (n < 1 || n > 8) return -1;
+    if (parts > MAX_SPLIT) parts = MAX_SPLIT;
+    if (parts > (blocks + 1) / 2) parts = (blocks + 1) / 2;
+    if (parts < 1) parts = 1;
+    rows_job j = {x, n, d, p, out, ld_out, n_out, {0}};
+    for (int64_t i = 0; i < parts; ++i) {
+        int64_t b = 2 * (blocks * i / (2 * parts));
+        j.bounds[i] = b < blocks ? b : blocks;
+    }
+    j.bounds[parts] = blocks;
+    tealtab_parallel(rows_part, &j, parts);
+    return 0;
+}

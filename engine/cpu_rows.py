@@ -55,14 +55,15 @@ from tealtab.engine.env import env_flag
 log = logging.getLogger(__name__)
 
 SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"),
-           Path(__file__).with_name("cpu_sparse.c"), Path(__file__).with_name("cpu_quant.c"))
+           Path(__file__).with_name("cpu_sparse.c"), Path(__file__).with_name("cpu_quant.c"),
+           Path(__file__).with_name("cpu_pool.c"), Path(__file__).with_name("cpu_attention.c"))
 MAX_ROWS = 8
-# Below this much work (rows x weights) a matrix is one thread's job: a thread
-# hand-off costs tens of microseconds, and one or two rows of a layer matrix
-# are memory-bound on one core. benchmarks/cpu_rows.py compares this setting
-# with splitting always and never (benchmarks/results/cpu-rows2-2026-11-23.json:
-# 8 rows over the layer matrices 26.5 / 27.8 / 39.9 ms, 1 row 16.6 / 17.8 / 17.7).
-SPLIT_MIN_WORK = 1 << 22
+# Below this much work (rows x weights) a matrix is one thread's job. The
+# split runs on cpu_pool.c's C workers, whose hand-off is a few microseconds
+# (a Python pool's was ~90 us, and only matrices from 4M weights gained
+# then); one core reads ~13 GB/s here and two ~25 GB/s (benchmarks/cpu_quant.py),
+# so from a quarter-million weights a second core pays for its hand-off.
+SPLIT_MIN_WORK = 1 << 18
 BLOCK = 16  # outputs per packed block (cpu_rows.c)
 # Order of a block's 16 outputs in memory: AVX2's unpacklo/hi work per 128-bit
 # lane, and this order makes them yield outputs 0-7 and 8-15 in turn.
@@ -102,7 +103,7 @@ def _cpu_key() -> str:
 # -march=native for AVX2/FMA (or the host's vector unit); plain -O3 where a compiler rejects it.
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
 _LINK = ("-shared", "-fPIC")
-_LIBS = ("-lm",)
+_LIBS = ("-lm", "-pthread")
 # Group or others may write: such a directory or file may hold what another user put there.
 _SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -317,11 +318,24 @@ def load() -> bool:
             lib.tealtab_sparse_prepare.restype = i64
             lib.tealtab_sparse_rows.argtypes = [ptr, ptr, ptr, i64, ptr, i64, i64]
             lib.tealtab_sparse_rows.restype = ctypes.c_int
+            lib.tealtab_sparse_rows_all.argtypes = [ptr, ptr, ptr, i64, ptr, i64, i64]
+            lib.tealtab_sparse_rows_all.restype = ctypes.c_int
+            lib.tealtab_rows_packed_par.argtypes = [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64]
+            lib.tealtab_rows_packed_par.restype = ctypes.c_int
+            # cpu_attention.c (engine/cpu_fused.py)
+            lib.tealtab_decode_attention.argtypes = [ptr, ptr, ptr, i64, i64, ptr, ptr, i64, i64, i64, i64, i64,
+                                                     i64, i64, i64, f32, ptr]
+            lib.tealtab_decode_attention.restype = ctypes.c_int
+            # cpu_pool.c: the C workers the products split over
+            lib.tealtab_pool_start.argtypes = [i64]
+            lib.tealtab_pool_start.restype = i64
+            lib.tealtab_pool_threads.restype = i64
         except Exception as exc:  # keep serving on the torch paths
             _failed = f"{type(exc).__name__}: {exc}"
             log.warning("CPU bf16 rows kernel unavailable, using torch matmuls (%s)", _failed)
             return False
         _threads = max(1, torch.get_num_threads())
+        _threads = int(lib.tealtab_pool_start(_threads))
         if _threads > 1:
             _pool = concurrent.futures.ThreadPoolExecutor(_threads - 1, thread_name_prefix="tealtab-rows")
         _lib = lib
@@ -383,12 +397,6 @@ def rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out_features: int) 
     parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
     if parts == 1:
         fn(xp, rows, d, wp, 0, blocks, op, out_features, out_features)
-        return out
-    # Even block counts per part keep one- and two-row calls on their two-block path.
-    bounds = [min(blocks, 2 * (blocks * i // (2 * parts))) for i in range(parts)] + [blocks]
-    futures = [_pool.submit(fn, xp, rows, d, wp, bounds[i], bounds[i + 1], op, out_features, out_features)
-               for i in range(1, parts)]
-    fn(xp, rows, d, wp, bounds[0], bounds[1], op, out_features, out_features)
-    for f in futures:
-        f.result()
+    else:  # over cpu_pool.c's workers, in runs of whole block pairs
+        _lib.tealtab_rows_packed_par(xp, rows, d, wp, blocks, op, out_features, out_features, parts)
     return out

@@ -305,3 +305,30 @@ int tealtab_sparse_rows(const void *scratch, const uint16_t *p, const int64_t *s
     }
     return 0;
 }
+
+/* cpu_pool.c, in the same library. */
+typedef void (*tealtab_part_fn)(void *ctx, int64_t part);
+void tealtab_parallel(tealtab_part_fn fn, void *ctx, int64_t parts);
+
+typedef struct {
+    const void *scratch;
+    const uint16_t *p;
+    const int64_t *seg_blocks;
+    float *out;
+    int64_t ld_out, n_out;
+} sparse_job;
+
+static void sparse_part(void *ctx, int64_t part) {
+    const sparse_job *j = (const sparse_job *)ctx;
+    tealtab_sparse_rows(j->scratch, j->p, j->seg_blocks, part, j->out, j->ld_out, j->n_out);
+}
+
+/* Every part of tealtab_sparse_prepare's split (`parts`, its return value),
+ * over the pool (cpu_pool.c). Returns 0, or -1 for a part count out of range. */
+int tealtab_sparse_rows_all(const void *scratch, const uint16_t *p, const int64_t *seg_blocks, int64_t parts,
+                            float *out, int64_t ld_out, int64_t n_out) {
+    if (parts < 1 || parts > view_of((void *)scratch).max_parts) return -1;
+    sparse_job j = {scratch, p, seg_blocks, out, ld_out, n_out};
+    tealtab_parallel(sparse_part, &j, parts);
+    return 0;
+}

@@ -154,14 +154,10 @@ def sparse_rows_times_weight(x: torch.Tensor, packed_t: torch.Tensor, out_featur
     if parts < 1:
         raise ValueError(f"the sparse kernel takes 1..{MAX_ROWS} rows, got {rows}")
     _last = (scratch, segs.count)
-    fn = lib.tealtab_sparse_rows
     if parts == 1:
-        fn(sp, wp, bp, 0, op, out_features, out_features)
-        return out
-    futures = [cpu_rows._pool.submit(fn, sp, wp, bp, i, op, out_features, out_features) for i in range(1, parts)]
-    fn(sp, wp, bp, 0, op, out_features, out_features)
-    for f in futures:
-        f.result()
+        lib.tealtab_sparse_rows(sp, wp, bp, 0, op, out_features, out_features)
+    else:  # over cpu_pool.c's workers
+        lib.tealtab_sparse_rows_all(sp, wp, bp, parts, op, out_features, out_features)
     return out
 
 

@@ -245,8 +245,14 @@ class CandidateAttention(FusedEntry):
             self.window_start = min(prompt_len, max(0, pos - cfg.sliding_window + 1))
         gen_pos = prompt_len + torch.arange(step + 1, device=dev)
         self.gen_mask = None
+        self.gen_start = 0  # the first generated row a sliding layer sees (the mask's first True)
         if cfg.sliding_window is not None and pos - cfg.sliding_window >= prompt_len:
             self.gen_mask = gen_pos > pos - cfg.sliding_window
+            self.gen_start = pos - cfg.sliding_window - prompt_len + 1
+        # The fused CPU step's C attention (cpu_fused), where it takes these shapes.
+        self.c_attention = getattr(ops, "decode_attention", None)
+        if self.c_attention is not None and not ops.attention_fits(cfg, n, prompt_len + step + 1):
+            self.c_attention = None
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q: [n, H, 1, D]; k, v: [n, Hkv, 1, D]
@@ -259,6 +265,11 @@ class CandidateAttention(FusedEntry):
         c, s, n = self.cache, self.step, self.n
         sliding = c.cfg.sliding_layers[layer]
         start = self.window_start if sliding else 0
+        if self.c_attention is not None:
+            return self.c_attention(q, c.prompt_k[layer, :, start:self.prompt_len],
+                                    c.prompt_v[layer, :, start:self.prompt_len], c.gen_k[layer, :n, :, :s + 1],
+                                    c.gen_v[layer, :n, :, :s + 1], self.gen_start if sliding else 0,
+                                    c.cfg.attn_scale)
         return bifurcated_attention(
             q,
             c.prompt_k[layer, :, start:self.prompt_len],

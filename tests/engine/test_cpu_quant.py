@@ -224,10 +224,12 @@ def test_bad_shapes_are_errors():
 
 
 def _variant(tmp_path, name: str, flags: list[str]) -> ctypes.CDLL:
-    """cpu_quant.c built with ``flags``, with cpu_sparse.c for its prepare step."""
+    """cpu_quant.c built with ``flags``, with cpu_sparse.c for its prepare step and
+    cpu_pool.c for its split (no workers started here: the parts run in turn)."""
     so = tmp_path / f"{name}.so"
-    sources = [p for p in cpu_rows.SOURCES if p.name in ("cpu_sparse.c", "cpu_quant.c")]
-    proc = subprocess.run([cpu_rows._compiler(), *flags, "-shared", "-fPIC", "-o", str(so), *map(str, sources), "-lm"],
+    sources = [p for p in cpu_rows.SOURCES if p.name in ("cpu_sparse.c", "cpu_quant.c", "cpu_pool.c")]
+    proc = subprocess.run([cpu_rows._compiler(), *flags, "-shared", "-fPIC", "-o", str(so), *map(str, sources), "-lm",
+                           "-pthread"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return cpu_quant._declare_on(ctypes.CDLL(str(so)))

@@ -139,7 +139,7 @@ def test_the_portable_build_gives_the_same_results(tmp_path):
     cc = cpu_rows._compiler()
     lib_path = tmp_path / "portable.so"
     sources = [str(path) for path in cpu_rows.SOURCES]
-    subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(lib_path), *sources, "-lm"], check=True)
+    subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", str(lib_path), *sources, "-lm", "-pthread"], check=True)
     lib = ctypes.CDLL(str(lib_path))
     lib.tealtab_rows_isa.restype = ctypes.c_char_p
     assert lib.tealtab_rows_isa() in (b"portable", b"avx2+fma")

@@ -162,7 +162,7 @@ def test_the_portable_build_keeps_the_order(tmp_path, monkeypatch):
     flags = ["-O3", "-mno-avx2", "-mno-fma"] if platform.machine() in ("x86_64", "AMD64") else ["-O3"]
     so = tmp_path / "portable.so"
     proc = subprocess.run([cpu_rows._compiler(), *flags, "-shared", "-fPIC", "-o", str(so),
-                           *map(str, cpu_rows.SOURCES), "-lm"], capture_output=True, text=True)
+                           *map(str, cpu_rows.SOURCES), "-lm", "-pthread"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lib = ctypes.CDLL(str(so))
     lib.tealtab_rows_isa.restype = ctypes.c_char_p
