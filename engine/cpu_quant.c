@@ -490,17 +490,22 @@ static void head_part(void *ctx, int64_t part) {
                          j->ld_out, j->n_out);
 }
 
-/* The whole head product, split into `parts` runs at multiples of 24 blocks
- * (every tile width divides 24, so the parts stay on the widest tiles), over
- * the pool. Returns 0, or -1. */
+/* The whole product in the output-block layout (the LM head's, and int8
+ * layer matrices while dense), split into `parts` runs, over the pool.
+ * Returns 0, or -1. */
 int tealtab_i8_head_rows_par(const float *x, int64_t n, int64_t d, const int8_t *codes, const float *scale,
                              int64_t blocks, float *out, int64_t ld_out, int64_t n_out, int64_t parts) {
     if (n < 1 || n > 8) return -1;
+    const int64_t nb = tiling_of(n).nb, tiles = (blocks + nb - 1) / nb;
     if (parts > 64) parts = 64;
+    if (parts > tiles) parts = tiles;
     if (parts < 1) parts = 1;
     head_job j = {x, n, d, codes, scale, out, ld_out, n_out, {0}};
+    /* Whole tiles where there are many; an even split (a few single-block
+     * tiles at the end of a part) where a tile is a large share of a part. */
+    const int whole = tiles >= 4 * parts;
     for (int64_t i = 0; i < parts; ++i) {
-        int64_t b = 24 * (blocks * i / (24 * parts));
+        int64_t b = whole ? nb * (tiles * i / parts) : blocks * i / parts;
         j.bounds[i] = b < blocks ? b : blocks;
     }
     j.bounds[parts] = blocks;
@@ -521,6 +526,18 @@ int tealtab_i8_head_gather(const int8_t *codes, const float *scale, int64_t d, i
         float *o = out + i * d;
         for (int64_t k = 0; k < d; ++k) o[k] = (float)p[k * BLOCK] * s;
     }
+    return 0;
+}
+
+/* The same from the output-block layout (codes [blocks][d][16]: the head's,
+ * and int8 layer matrices while dense). */
+int tealtab_i8_blocks_dequant_t(const int8_t *codes, const float *scale, int64_t d, int64_t blocks, int64_t n_out,
+                                int64_t k_begin, int64_t k_end, float *out_t) {
+    /* Block-major: each block's codes are read in one run; each write is a line of 16 floats. */
+    for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t k = k_begin; k < k_end; ++k)
+            v_store_n(out_t + k * n_out + b * BLOCK,
+                      v_mul(v_i8(codes + (b * d + k) * BLOCK), v_load(scale + b * BLOCK)), n_out - b * BLOCK);
     return 0;
 }
 

@@ -64,6 +64,7 @@ def _declare_on(lib: ctypes.CDLL) -> ctypes.CDLL:
                             ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64], c_int),
                             ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr], c_int),
                             ("tealtab_i8_dequant_t", [ptr, ptr, i64, i64, i64, i64, ptr], c_int),
+                            ("tealtab_i8_blocks_dequant_t", [ptr, ptr, i64, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_nf4_dequant_t", [ptr, ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_quant_isa", [], ctypes.c_char_p)):
         fn = getattr(lib, name)
@@ -294,6 +295,13 @@ def int8_dequantize_t(codes: torch.Tensor, scale: torch.Tensor, out_features: in
     """W^T fp32 [in, out] (contiguous) of :func:`int8_input_major`'s layout (for prefill's GEMM)."""
     lib = _lib or _declare()
     return _dequantize(lib.tealtab_i8_dequant_t, codes.shape[0], out_features, codes.data_ptr(), scale.data_ptr())
+
+
+def int8_blocks_dequantize_t(codes: torch.Tensor, scale: torch.Tensor, out_features: int) -> torch.Tensor:
+    """W^T fp32 [in, out] (contiguous) of :func:`int8_blocks`' layout (for prefill's GEMM)."""
+    lib = _lib or _declare()
+    d = codes.shape[1]
+    return _dequantize(lib.tealtab_i8_blocks_dequant_t, d, out_features, codes.data_ptr(), scale.data_ptr(), d)
 
 
 def nf4_dequantize_t(codes: torch.Tensor, scales: torch.Tensor, table: torch.Tensor, out_features: int) -> torch.Tensor:

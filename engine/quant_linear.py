@@ -83,8 +83,9 @@ class QuantLinear(nn.Module):
             self.kind = "cuda"
         self._layout = None
         if q.fmt == "bf16":
-            # Only the bf16 weights: input-major for the CPU kernel, else [out, in].
-            w = cpu_sparse.pack_input_major(q.codes) if self.kind == "cpu" else q.codes.to(device)
+            # Only the bf16 weights: cpu_rows' output blocks for the CPU kernel while dense
+            # (input-major once TEAL is on: _set_blocked), else [out, in].
+            w = cpu_rows.pack(q.codes) if self.kind == "cpu" else q.codes.to(device)
             self.codes, self.scales = _tensor(w), None
         elif self.kind == "cuda":
             # W^T layouts read by kernels/quant_gemv.py; the parameters hold the same tensors.
@@ -100,7 +101,8 @@ class QuantLinear(nn.Module):
                 codes, scale = cpu_quant.int8_blocks(q.codes, q.scales)
                 self.codes, self.scales = _tensor(codes), _tensor(scale)
             elif q.fmt == "int8":
-                codes, scale = cpu_quant.int8_input_major(q.codes, q.scales)
+                # Dense, in the head's output blocks (see _set_blocked); input-major once TEAL is on.
+                codes, scale = cpu_quant.int8_blocks(q.codes, q.scales)
                 self.codes, self.scales = _tensor(codes), _tensor(scale)
             else:
                 codes, scales = cpu_quant.nf4_input_major(q.codes, q.scales, q.table, self._out, self._in)
@@ -112,6 +114,8 @@ class QuantLinear(nn.Module):
         self.sizes: tuple[int, ...] = (self._out,)
         self.thresholds: tuple[float, ...] = (0.0,)
         self.sparse = False  # a threshold above 0 is installed (TEAL); kept by set_thresholds
+        # int8 and bf16 on the CPU: the codes in output blocks while dense, input-major while sparse.
+        self._blocked = self.kind == "cpu" and self.fmt in ("int8", "bf16") and not head
         self._dense_segs = self._segs = None
         if self.kind == "cpu" and not head:
             self._dense_segs = self._segs = cpu_sparse.make_segments(0.0, self._out)
@@ -194,8 +198,10 @@ class QuantLinear(nn.Module):
         return self.dequantize_t().t()
 
     def dequantize_t(self) -> torch.Tensor:
-        """W^T fp32 [in, out], contiguous."""
+        """W^T fp32 [in, out] (contiguous, or a transposed view of [out, in] for the head)."""
         if self.fmt == "bf16":
+            if self.kind == "cpu" and self._blocked:
+                return _unpack_input_major(self.codes.transpose(0, 1), self._out)
             if self.kind == "cpu":
                 return _unpack_input_major(self.codes, self._out)
             return self.codes.t().float().contiguous()
@@ -204,6 +210,8 @@ class QuantLinear(nn.Module):
         if self.kind == "cpu":
             if self.head:
                 return cpu_quant.int8_block_gather(self.codes, self.scales, torch.arange(self._out), self._out).t()
+            if self._blocked:
+                return cpu_quant.int8_blocks_dequantize_t(self.codes, self.scales, self._out)
             if self.fmt == "int8":
                 return cpu_quant.int8_dequantize_t(self.codes, self.scales, self._out)
             return cpu_quant.nf4_dequantize_t(self.codes, self.scales, self.table, self._out)
@@ -215,7 +223,7 @@ class QuantLinear(nn.Module):
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the dequantized weight, fp32 [len(ids), in] (the tied embedding's lookup)."""
-        if self.kind == "cpu" and self.head:
+        if self.kind == "cpu" and (self.head or (self._blocked and self.fmt == "int8")):
             out = cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out)
         elif self.fmt == "int8" and self.kind == "torch":
             out = self.codes.index_select(0, ids).float() * (self.scales.index_select(0, ids) / 127.0)[:, None]
@@ -245,6 +253,8 @@ class QuantLinear(nn.Module):
             raise ValueError(f"{len(self.sizes)} thresholds expected, got {len(thresholds)}")
         self.thresholds = tuple(float(t) for t in thresholds)
         self.sparse = any(t > 0 for t in self.thresholds)
+        if self.kind == "cpu" and self.fmt in ("int8", "bf16") and not self.head:
+            self._set_blocked(not self.sparse)
         if self.kind == "cpu" and not self.head:
             aligned = all(s % cpu_sparse.BLOCK == 0 for s in self.sizes[:-1])
             self._segs = cpu_sparse.make_segments(self.segments(), self._out) if aligned else None
@@ -255,16 +265,35 @@ class QuantLinear(nn.Module):
             else:  # new part sizes: only on the first sparse level, where the engine recaptures
                 self._table = build_tile_thresholds(self.segments(), self._out, device=self.codes.device)
 
+    def _set_blocked(self, blocked: bool) -> None:
+        """int8 codes (or the kept bf16 weights) in output blocks [blocks, in, 16] (dense) or
+        input-major [in, blocks, 16] (TEAL).
+
+        A dense product streams each block's codes in long runs, as the LM
+        head's kernel (int8) and cpu_rows.c (bf16) read them: at one row the
+        int8 layers run at about 1.4x the input-major kernel's bandwidth
+        (benchmarks/cpu_quant.py). Skipping an input channel needs its codes
+        for all outputs together: input-major. One layout is held at a time; a
+        sparsity change swaps the first two axes (a copy, once per change).
+        """
+        if blocked != self._blocked:
+            self.codes = _tensor(self.codes.data.transpose(0, 1).contiguous())
+            self._blocked = blocked
+
     # ------------------------------------------------------------------ products
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
         mode = current_phase()
         sparse = mode != "prefill" and self.sparse
-        if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head):
+        if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head or self._blocked):
             x2 = x.reshape(rows, -1)
             if self.head:
                 y = self._patch_products(x2, cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out))
+            elif self._blocked and self.fmt == "bf16":
+                y = cpu_rows.rows_times_weight(x2, self.codes, self._out)
+            elif self._blocked:
+                y = cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out)
             else:
                 segs = self._segs if sparse else self._dense_segs
                 if self.fmt == "int8":

@@ -96,6 +96,30 @@ def test_quant_linear_equals_bitsandbytes_dequantize_then_matmul(fmt, rows):
         torch.testing.assert_close(lin(x), x @ ref_w.t() + b, **tol)
 
 
+@pytest.mark.parametrize("fmt", ["int8", "bf16"])
+@torch.inference_mode()
+def test_dense_and_sparse_layouts_hold_the_same_weight(fmt):
+    """int8 codes (and kept bf16 weights) sit in output blocks while dense and input-major
+    while TEAL is on; the weight, its rows and a prefill-sized product stay the same."""
+    torch.manual_seed(3)
+    w = torch.randn(200, 128)
+    q = quantization.quantize(w, fmt)
+    ref_w = q.dequantize()
+    lin = QuantLinear(q)
+    if lin.kind != "cpu":
+        pytest.skip("the CPU kernels are unavailable")
+    ids, x = torch.tensor([0, 17, 199]), torch.randn(12, 128)
+    dense_one = lin(x[:1]).clone()
+    for thresholds, blocked in ((None, True), ((0.5,), False), (None, True)):
+        lin.set_thresholds(thresholds)
+        assert lin._blocked is blocked
+        assert lin.codes.shape[0 if blocked else 1] == 13  # 200 outputs in 13 blocks of 16
+        torch.testing.assert_close(lin.weight, ref_w)
+        torch.testing.assert_close(lin.rows(ids), ref_w[ids])
+        torch.testing.assert_close(lin(x), x @ ref_w.t(), rtol=1e-4, atol=1e-3)  # prefill: dense
+    assert torch.equal(lin(x[:1]), dense_one)
+
+
 @torch.inference_mode()
 def test_quantized_head_serves_logits_and_the_embedding_lookup():
     torch.manual_seed(1)
