@@ -9,7 +9,8 @@ Gemma 3 270M's matrices with random weights quantized by bitsandbytes
   memory, not from cache) at 1, 2, 4 and 8 rows, dense and TEAL-sparse with
   each matrix's threshold the median |x| of its random normal rows; bf16 is
   cpu_rows.rows_times_weight dense and cpu_sparse.sparse_rows_times_weight
-  sparse;
+  sparse, int8 the output-block layout dense (int8_block_rows, what the
+  engine reads while TEAL is off) and the input-major one sparse;
 * the LM head at 1 and 8 rows, bf16 (cpu_rows.pack) and int8 (output blocks);
 * the bytes each pass reads (codes of the channels the rows' union keeps,
   plus scales) over its time, next to torch's read bandwidth: a sum over a
@@ -60,7 +61,7 @@ def quantize(w: torch.Tensor) -> dict:
     CB, SCB, _ = bnb_f.int8_vectorwise_quant(w)
     packed, state = bnb_f.quantize_4bit(w, blocksize=64, quant_type="nf4")
     return {"out": out, "d": d, "bf16": cpu_rows.pack(w), "bf16_t": cpu_sparse.pack_input_major(w),
-            "int8": cpu_quant.int8_input_major(CB, SCB),
+            "int8": cpu_quant.int8_input_major(CB, SCB), "int8_blocks": cpu_quant.int8_blocks(CB, SCB),
             "nf4": cpu_quant.nf4_input_major(packed, state.absmax, state.code, out, d),
             "table": state.code.float().contiguous()}
 
@@ -82,7 +83,10 @@ def run_layer(m: dict, fmt: str, x: torch.Tensor, segs) -> None:
         else:
             cpu_rows.rows_times_weight(x, m["bf16"], m["out"])
     elif fmt == "int8":
-        cpu_quant.int8_rows(x, *m["int8"], m["out"], segs)
+        if segs.thresholds[0] > 0:  # input-major: TEAL skips whole channels
+            cpu_quant.int8_rows(x, *m["int8"], m["out"], segs)
+        else:  # dense: the output blocks the engine reads while TEAL is off (as the head's)
+            cpu_quant.int8_block_rows(x, *m["int8_blocks"], m["out"])
     else:
         cpu_quant.nf4_rows(x, *m["nf4"], m["table"], m["out"], segs)
 

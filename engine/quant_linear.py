@@ -270,9 +270,9 @@ class QuantLinear(nn.Module):
         input-major [in, blocks, 16] (TEAL).
 
         A dense product streams each block's codes in long runs, as the LM
-        head's kernel (int8) and cpu_rows.c (bf16) read them: at one row the
-        int8 layers run at about 1.4x the input-major kernel's bandwidth
-        (benchmarks/cpu_quant.py). Skipping an input channel needs its codes
+        head's kernel (int8) and cpu_rows.c (bf16) read them: the 18 int8 layers
+        at one row took 5.3 ms against 7.3 ms input-major (benchmarks/cpu_quant.py,
+        results/cpu-quant-cpu1-2026-11-28.json and -11-27). Skipping an input channel needs its codes
         for all outputs together: input-major. One layout is held at a time; a
         sparsity change swaps the first two axes (a copy, once per change).
         """
