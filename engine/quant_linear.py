@@ -270,10 +270,11 @@ class QuantLinear(nn.Module):
         input-major [in, blocks, 16] (TEAL).
 
         A dense product streams each block's codes in long runs, as the LM
-        head's kernel (int8) and cpu_rows.c (bf16) read them: the 18 int8 layers
-        at one row took 5.3 ms against 7.3 ms input-major (benchmarks/cpu_quant.py,
-        results/cpu-quant-cpu1-2026-11-28.json and -11-27). Skipping an input channel needs its codes
-        for all outputs together: input-major. One layout is held at a time; a
+        head's kernel (int8) and cpu_rows.c (bf16) read them: at one row the 18
+        int8 layers read 19.0 GB/s from output blocks, the input-major kernel
+        9.4 GB/s with TEAL at 0.5 (benchmarks/cpu_quant.py,
+        results/cpu-quant-cpu1-2026-11-28.json). Skipping an input channel
+        needs its codes for all outputs together: input-major. One layout is held at a time; a
         sparsity change swaps the first two axes (a copy, once per change).
         """
         if blocked != self._blocked:
