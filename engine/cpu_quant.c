@@ -529,18 +529,6 @@ int tealtab_i8_head_gather(const int8_t *codes, const float *scale, int64_t d, i
     return 0;
 }
 
-/* The same from the output-block layout (codes [blocks][d][16]: the head's,
- * and int8 layer matrices while dense). */
-int tealtab_i8_blocks_dequant_t(const int8_t *codes, const float *scale, int64_t d, int64_t blocks, int64_t n_out,
-                                int64_t k_begin, int64_t k_end, float *out_t) {
-    /* Block-major: each block's codes are read in one run; each write is a line of 16 floats. */
-    for (int64_t b = 0; b < blocks; ++b)
-        for (int64_t k = k_begin; k < k_end; ++k)
-            v_store_n(out_t + k * n_out + b * BLOCK,
-                      v_mul(v_i8(codes + (b * d + k) * BLOCK), v_load(scale + b * BLOCK)), n_out - b * BLOCK);
-    return 0;
-}
-
 /* Channels [k_begin, k_end) of the int8 input-major layout dequantized to
  * W^T fp32 [d][n_out] (rows of out_t for those channels written). */
 int tealtab_i8_dequant_t(const int8_t *codes, const float *scale, int64_t blocks, int64_t n_out, int64_t k_begin,

@@ -64,7 +64,6 @@ def _declare_on(lib: ctypes.CDLL) -> ctypes.CDLL:
                             ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64], c_int),
                             ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr], c_int),
                             ("tealtab_i8_dequant_t", [ptr, ptr, i64, i64, i64, i64, ptr], c_int),
-                            ("tealtab_i8_blocks_dequant_t", [ptr, ptr, i64, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_nf4_dequant_t", [ptr, ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_quant_isa", [], ctypes.c_char_p)):
         fn = getattr(lib, name)
@@ -259,13 +258,24 @@ def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, o
     return out
 
 
-def int8_block_gather(codes: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor, out_features: int) -> torch.Tensor:
+def _destination(out: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor:
+    """fp32 [rows, cols]: the first rows * cols of ``out`` (a caller's reused buffer), or new."""
+    if out is None:
+        return torch.empty(rows, cols, dtype=torch.float32)
+    if out.dtype is not torch.float32 or not out.is_contiguous() or out.numel() < rows * cols:
+        raise ValueError(f"the buffer must be contiguous fp32 of at least {rows * cols} elements")
+    return out.view(-1)[:rows * cols].view(rows, cols)
+
+
+def int8_block_gather(codes: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor, out_features: int,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``ids`` (int64 [n]) of the dequantized W [out, in] of :func:`int8_blocks`' layout,
-    fp32 [n, in] (the tied embedding's lookup). Raises IndexError for an id out of range."""
+    fp32 [n, in] (the tied embedding's lookup; all rows: a prefill's W), written into ``out``
+    (a reused fp32 buffer) where given. Raises IndexError for an id out of range."""
     lib = _lib or _declare()
     ids = ids.to(torch.int64).contiguous().view(-1)
     n, d = ids.numel(), codes.shape[1]
-    out = torch.empty(n, d, dtype=torch.float32)
+    out = _destination(out, n, d)
     fn, cp, sp, ip, op = lib.tealtab_i8_head_gather, codes.data_ptr(), scale.data_ptr(), ids.data_ptr(), out.data_ptr()
     # Many rows (a prefill's slice of the head): split over threads by id ranges.
     parts = max(1, min(cpu_rows._threads, n)) if n * d >= DEQUANT_SPLIT else 1
@@ -279,8 +289,8 @@ def int8_block_gather(codes: torch.Tensor, scale: torch.Tensor, ids: torch.Tenso
     return out
 
 
-def _dequantize(fn, d: int, out_features: int, *args) -> torch.Tensor:
-    out = torch.empty(d, out_features, dtype=torch.float32)
+def _dequantize(fn, d: int, out_features: int, *args, out: torch.Tensor | None = None) -> torch.Tensor:
+    out = _destination(out, d, out_features)
     parts = max(1, min(cpu_rows._threads, d)) if d * out_features >= DEQUANT_SPLIT else 1
     bounds = [d * i // parts for i in range(parts + 1)]
     futures = [cpu_rows._pool.submit(fn, *args, _blocks(out_features), out_features, bounds[i], bounds[i + 1],
@@ -291,26 +301,23 @@ def _dequantize(fn, d: int, out_features: int, *args) -> torch.Tensor:
     return out
 
 
-def int8_dequantize_t(codes: torch.Tensor, scale: torch.Tensor, out_features: int) -> torch.Tensor:
-    """W^T fp32 [in, out] (contiguous) of :func:`int8_input_major`'s layout (for prefill's GEMM)."""
+def int8_dequantize_t(codes: torch.Tensor, scale: torch.Tensor, out_features: int,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """W^T fp32 [in, out] (contiguous) of :func:`int8_input_major`'s layout (for prefill's GEMM),
+    written into ``out`` (a reused fp32 buffer) where given."""
     lib = _lib or _declare()
-    return _dequantize(lib.tealtab_i8_dequant_t, codes.shape[0], out_features, codes.data_ptr(), scale.data_ptr())
+    return _dequantize(lib.tealtab_i8_dequant_t, codes.shape[0], out_features, codes.data_ptr(), scale.data_ptr(),
+                       out=out)
 
 
-def int8_blocks_dequantize_t(codes: torch.Tensor, scale: torch.Tensor, out_features: int) -> torch.Tensor:
-    """W^T fp32 [in, out] (contiguous) of :func:`int8_blocks`' layout (for prefill's GEMM)."""
-    lib = _lib or _declare()
-    d = codes.shape[1]
-    return _dequantize(lib.tealtab_i8_blocks_dequant_t, d, out_features, codes.data_ptr(), scale.data_ptr(), d)
-
-
-def nf4_dequantize_t(codes: torch.Tensor, scales: torch.Tensor, table: torch.Tensor, out_features: int) -> torch.Tensor:
+def nf4_dequantize_t(codes: torch.Tensor, scales: torch.Tensor, table: torch.Tensor, out_features: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """W^T fp32 [in, out] (contiguous) of :func:`nf4_input_major`'s layout: table[code] * absmax,
-    bitsandbytes' dequantize_4bit bit for bit."""
+    bitsandbytes' dequantize_4bit bit for bit; into ``out`` where given."""
     lib = _lib or _declare()
     table = table.to(torch.float32).contiguous()
     return _dequantize(lib.tealtab_nf4_dequant_t, codes.shape[0], out_features, codes.data_ptr(), scales.data_ptr(),
-                       table.data_ptr())
+                       table.data_ptr(), out=out)
 
 
 # ---------------------------------------------------------------------------- torch references

@@ -26,9 +26,11 @@ embedding lookup alike.
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tealtab.engine import cpu_quant, cpu_rows, cpu_sparse
@@ -49,6 +51,19 @@ def _tensor(t: torch.Tensor) -> nn.Parameter:
 
 # Where output o of a cpu_rows block sits among the block's 16 lanes.
 _LANE_OF = torch.tensor([cpu_rows.LANE_ORDER.index(o) for o in range(cpu_rows.BLOCK)])
+
+_local = threading.local()
+
+
+def _prefill_buffer(numel: int) -> torch.Tensor:
+    """This thread's fp32 buffer for a prefill's dequantized matrix, reused from matrix to
+    matrix (at least ``numel`` elements). A new tensor per matrix is mapped fresh from the
+    system (the server returns freed blocks of 1 MB and more) and its pages faulted in
+    again: ~0.15 s of a 752-token int8 prefill of the built-in model."""
+    buf = getattr(_local, "prefill", None)
+    if buf is None or buf.numel() < numel:
+        buf = _local.prefill = torch.empty(numel, dtype=torch.float32)
+    return buf
 
 
 def _unpack_input_major(packed_t: torch.Tensor, out_features: int) -> torch.Tensor:
@@ -208,10 +223,8 @@ class QuantLinear(nn.Module):
         if self.head and (self.outliers is not None or self._exact):
             return self.rows(torch.arange(self._out, device=self.codes.device)).t().contiguous()
         if self.kind == "cpu":
-            if self.head:
+            if self.head or self._blocked:
                 return cpu_quant.int8_block_gather(self.codes, self.scales, torch.arange(self._out), self._out).t()
-            if self._blocked:
-                return cpu_quant.int8_blocks_dequantize_t(self.codes, self.scales, self._out)
             if self.fmt == "int8":
                 return cpu_quant.int8_dequantize_t(self.codes, self.scales, self._out)
             return cpu_quant.nf4_dequantize_t(self.codes, self.scales, self.table, self._out)
@@ -324,7 +337,19 @@ class QuantLinear(nn.Module):
                 ids = torch.arange(start, min(start + HEAD_SLICE, self._out))
                 parts.append(xf @ self.rows(ids).t())
             return torch.cat(parts, dim=-1)
-        w_t = self.dequantize_t().to(dtype)
+        if self.kind == "cpu" and self.fmt in ("int8", "nf4"):
+            # A transient W in a reused buffer: W [out, in] for F.linear from the output blocks
+            # (the faster GEMM form here), W^T from the input-major layouts.
+            buf = _prefill_buffer(self._out * self._in)
+            if self._blocked:
+                ids = torch.arange(self._out)
+                return F.linear(xf, cpu_quant.int8_block_gather(self.codes, self.scales, ids, self._out, out=buf))
+            if self.fmt == "int8":
+                w_t = cpu_quant.int8_dequantize_t(self.codes, self.scales, self._out, out=buf)
+            else:
+                w_t = cpu_quant.nf4_dequantize_t(self.codes, self.scales, self.table, self._out, out=buf)
+        else:
+            w_t = self.dequantize_t().to(dtype)
         if not sparse:
             return xf @ w_t
         parts = []

@@ -196,8 +196,10 @@ def test_dequantize_t_equals_bitsandbytes_transposed(shape):
     assert w_t.shape == (d, out) and w_t.is_contiguous()
     assert torch.equal(w_t, cpu_quant.int8_dequantize_t_reference(codes, scale, out))
     torch.testing.assert_close(w_t, q["int8_w"].t(), rtol=1e-6, atol=0)  # code * (SCB / 127): an ulp at most
-    blocked = cpu_quant.int8_blocks(q["CB"], q["SCB"])  # the output-block layout: the same W^T
-    assert torch.equal(cpu_quant.int8_blocks_dequantize_t(*blocked, out), w_t)
+    blocked = cpu_quant.int8_blocks(q["CB"], q["SCB"])  # the output-block layout: the same W, row by row
+    buffer = torch.empty(out * d + 5)
+    assert torch.equal(cpu_quant.int8_block_gather(*blocked, torch.arange(out), out, out=buffer), w_t.t())
+    assert torch.equal(cpu_quant.int8_dequantize_t(codes, scale, out, out=buffer), w_t)
     st = q["state"]
     codes, scales = cpu_quant.nf4_input_major(q["packed"], st.absmax, st.code, out, d)
     assert codes.shape == (d, -(-out // 16), 8) and scales.shape == (d // 64, -(-out // 16) * 16)
@@ -270,4 +272,3 @@ def test_the_other_code_paths_agree(tmp_path, monkeypatch, variant):
     assert torch.equal(cpu_quant.nf4_dequantize_t(*nf4, st.code, out), q["nf4_w"].t())
     i8 = cpu_quant.int8_input_major(q["CB"], q["SCB"])
     assert torch.equal(cpu_quant.int8_dequantize_t(*i8, out), cpu_quant.int8_dequantize_t_reference(*i8, out))
-    assert torch.equal(cpu_quant.int8_blocks_dequantize_t(codes, scale, out), cpu_quant.int8_dequantize_t(*i8, out))
