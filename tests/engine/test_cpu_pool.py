@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -68,3 +69,32 @@ def test_workers_asleep_after_an_idle_spell_take_the_next_product(monkeypatch):
     first = call().clone()
     time.sleep(0.05)  # longer than the workers spin: they wait on the futex now
     assert torch.equal(call(), first)
+
+
+def _cpu_ticks_of_other_threads() -> int:
+    """utime + stime (clock ticks) of this process's threads other than the calling one."""
+    me = threading.get_native_id()
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        if int(task) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_an_idle_pool_uses_no_cpu(monkeypatch):
+    """The workers spin a few milliseconds after a product, then sleep: an idle server costs nothing."""
+    monkeypatch.setattr(cpu_rows, "SPLIT_MIN_WORK", 0)
+    (_, call), *_ = _products(4)
+    for _ in range(20):
+        call()
+    time.sleep(0.05)  # past the spin
+    before = _cpu_ticks_of_other_threads()
+    time.sleep(0.5)
+    assert _cpu_ticks_of_other_threads() - before <= 3  # a spinning worker would take ~50 ticks
