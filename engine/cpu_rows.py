@@ -61,8 +61,9 @@ MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job. The
 # split runs on cpu_pool.c's C workers, whose hand-off is a few microseconds
 # (a Python pool's was ~90 us, and only matrices from 4M weights gained
-# then); one core reads ~13 GB/s here and two ~25 GB/s (benchmarks/cpu_quant.py),
-# so from a quarter-million weights a second core pays for its hand-off.
+# then); one core reads ~13 GB/s here and two ~25 GB/s (benchmarks/cpu_quant.py).
+# A quarter-million weights (0.25-1 MB) is a guess at where a second core
+# starts to pay for the hand-off, not a swept value.
 SPLIT_MIN_WORK = 1 << 18
 BLOCK = 16  # outputs per packed block (cpu_rows.c)
 # Order of a block's 16 outputs in memory: AVX2's unpacklo/hi work per 128-bit
