@@ -40,16 +40,13 @@ static inline v8 load8(const float *p) {
 
 static inline float hsum(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
 
-/* q . k * scale for one query row (d a multiple of 8), summed in a fixed order. */
+/* q . k * scale for one query row (d a multiple of 8): one accumulator over
+ * d in order, as dot4 sums each of its four, so a query's scores have the
+ * same bits whether it falls in a group of four or not. */
 static inline float dot(const float *q, const float *k, int64_t d, float scale) {
-    v8 acc0 = {0}, acc1 = {0};
-    int64_t e = 0;
-    for (; e + 16 <= d; e += 16) {
-        acc0 += load8(q + e) * load8(k + e);
-        acc1 += load8(q + e + 8) * load8(k + e + 8);
-    }
-    for (; e < d; e += 8) acc0 += load8(q + e) * load8(k + e);
-    return hsum(acc0 + acc1) * scale;
+    v8 acc = {0};
+    for (int64_t e = 0; e < d; e += 8) acc += load8(q + e) * load8(k + e);
+    return hsum(acc) * scale;
 }
 
 /* Four queries' dots with one key (read once for the four), each as dot() sums it. */

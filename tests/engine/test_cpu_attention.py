@@ -42,10 +42,13 @@ def test_a_sliding_window_skips_the_candidates_first_rows(gen_start):
     torch.testing.assert_close(got, bifurcated_attention(q, pk, pv, gk, gv, 0.125, None, mask), atol=2e-5, rtol=2e-5)
 
 
-def test_a_candidates_output_has_the_same_bits_alone_and_among_others():
-    q, pk, pv, gk, gv = _inputs(8, 4, 1, 256, 700, 9)
+@pytest.mark.parametrize("heads", [(4, 1), (12, 2), (7, 1)])
+def test_a_candidates_output_has_the_same_bits_alone_and_among_others(heads):
+    # With 6 or 7 query heads per KV head a candidate's queries fall differently into the
+    # kernel's groups of four depending on its place among the others.
+    q, pk, pv, gk, gv = _inputs(8, *heads, 256, 700, 9)
     among = cpu_fused.decode_attention(q, pk, pv, gk, gv, 0, 0.0625)
-    for c in (0, 5):
+    for c in (0, 5, 7):
         alone = cpu_fused.decode_attention(q[c:c + 1], pk, pv, gk[c:c + 1], gv[c:c + 1], 0, 0.0625)
         assert torch.equal(alone[0], among[c])
 
