@@ -70,8 +70,10 @@ static void wait_change(int seen) {
 #ifdef __linux__
     syscall(SYS_futex, (int *)&generation, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
 #else
+    /* No futex: poll once a millisecond (an idle worker wakes 1000 times a second,
+     * and a product after an idle spell waits up to 1 ms for it). */
     (void)seen;
-    struct timespec ts = {0, 50000};
+    struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
 #endif
 }
