@@ -89,7 +89,7 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: i
 
 
 MAX_QUERIES = 128  # cpu_attention.c: candidates x query heads per KV head
-MAX_ROWS = 128 * 2048  # cpu_attention.c: its chunks of 128 rows, at most 2048 per query
+MAX_ATTENDED = 128 * 2048  # cpu_attention.c: rows one query attends (chunks of 128, at most 2048)
 
 
 def decode_attention(q: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Tensor, gen_k: torch.Tensor,
@@ -107,7 +107,7 @@ def decode_attention(q: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Te
     if (prompt_k.stride() != prompt_v.stride() or gen_k.stride() != gen_v.stride() or prompt_k.stride(-1) != 1
             or prompt_k.stride(1) != d or gen_k.stride(-1) != 1 or gen_k.stride(2) != d or gen_k.shape[0] != n
             or gen_k.shape[1] != hkv or h % hkv or n * (h // hkv) > MAX_QUERIES or d % 8
-            or not 0 <= gen_start <= g_len or p_len + g_len - gen_start > MAX_ROWS):
+            or not 0 <= gen_start <= g_len or p_len + g_len - gen_start > MAX_ATTENDED):
         raise ValueError(f"unsupported attention layout: q {tuple(q.shape)}, prompt {tuple(prompt_k.shape)} "
                          f"{prompt_k.stride()}, gen {tuple(gen_k.shape)} {gen_k.stride()}")
     q = q.contiguous()
@@ -126,7 +126,7 @@ def attention_fits(cfg, n: int, rows: int) -> bool:
     """Whether decode_attention takes this model's heads for ``n`` candidates over ``rows`` rows."""
     g = cfg.n_heads // cfg.n_kv_heads
     return (cfg.n_heads % cfg.n_kv_heads == 0 and n * g <= MAX_QUERIES and cfg.head_dim % 8 == 0
-            and rows <= MAX_ROWS)
+            and rows <= MAX_ATTENDED)
 
 
 def load_kernels() -> SimpleNamespace | None:

@@ -213,7 +213,7 @@ class QuantLinear(nn.Module):
         return self.dequantize_t().t()
 
     def dequantize_t(self) -> torch.Tensor:
-        """W^T fp32 [in, out] (contiguous, or a transposed view of [out, in] for the head)."""
+        """W^T fp32 [in, out] (contiguous, or a transposed view of [out, in] for int8 in output blocks)."""
         if self.fmt == "bf16":
             if self.kind == "cpu" and self._blocked:
                 return _unpack_input_major(self.codes.transpose(0, 1), self._out)
@@ -287,8 +287,9 @@ class QuantLinear(nn.Module):
         int8 layers read 19.0 GB/s from output blocks, the input-major kernel
         9.4 GB/s with TEAL at 0.5 (benchmarks/cpu_quant.py,
         results/cpu-quant-cpu1-2026-11-28.json). Skipping an input channel
-        needs its codes for all outputs together: input-major. One layout is held at a time; a
-        sparsity change swaps the first two axes (a copy, once per change).
+        needs its codes for all outputs together: input-major. One layout is
+        held at a time; a sparsity change swaps the first two axes (a copy,
+        once per change).
         """
         if blocked != self._blocked:
             self.codes = _tensor(self.codes.data.transpose(0, 1).contiguous())

@@ -304,6 +304,12 @@ class RemoteBackend:
 
     # -- generating -------------------------------------------------------------
 
+    def _cut(self, rows: list, **stats) -> GenerationResult:
+        """What the rows hold so far, as the answer of a request stopped before its streams ended."""
+        for row in rows:
+            row.finish = row.finish or "deadline"
+        return GenerationResult([r.candidate() for r in rows if r.text], stats={"remote": self.protocol, **stats})
+
     async def _generate(self, request: TextGenerationRequest) -> GenerationResult:
         started = time.monotonic()
         if not self._probed:
@@ -339,19 +345,14 @@ class RemoteBackend:
             except asyncio.TimeoutError as exc:
                 now = time.monotonic()
                 if request.deadline is not None and now >= request.deadline - 0.01:
-                    for row in rows:  # the request's own deadline: what came so far is the answer
-                        row.finish = row.finish or "deadline"
-                    return GenerationResult([r.candidate() for r in rows if r.text], stats={"remote": self.protocol})
+                    return self._cut(rows)  # the request's own deadline: what came so far is the answer
                 if timing["last"] is not None and now - timing["last"] < self.timeout_s * PROGRESSING_SHARE:
                     # Slow, not down: tokens were still coming. What came is the answer, and the
                     # server is not backed off (that would drop the next requests as well).
                     log.info("remote: answer cut at the %.0f s timeout while tokens were still coming",
                              self.timeout_s)
                     self.health.succeeded(1000 * (now - started))
-                    for row in rows:
-                        row.finish = row.finish or "deadline"
-                    return GenerationResult([r.candidate() for r in rows if r.text],
-                                            stats={"remote": self.protocol, "timeout": True})
+                    return self._cut(rows, timeout=True)
                 return self._failure(exc)
         elapsed_ms = 1000 * (time.monotonic() - started)
         self.health.succeeded(elapsed_ms)
