@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "cpu_vec.h"
+
 #define CHUNK 128
 #define MAX_QUERIES 128 /* candidates x query heads per KV head, in one prompt part */
 #define MAX_CHUNKS 2048 /* a query's chunks (262144 rows) */
@@ -29,55 +31,93 @@
 typedef void (*tealtab_part_fn)(void *ctx, int64_t part);
 void tealtab_parallel(tealtab_part_fn fn, void *ctx, int64_t parts);
 
-/* GCC/clang vector extensions: 8 floats, whatever the vector unit. */
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline v8 load8(const float *p) {
-    v8 v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float hsum(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
-
-/* q . k * scale for one query row (d a multiple of 8): one accumulator over
- * d in order, as dot4 sums each of its four, so a query's scores have the
- * same bits whether it falls in a group of four or not. */
-static inline float dot(const float *q, const float *k, int64_t d, float scale) {
-    v8 acc = {0};
-    for (int64_t e = 0; e < d; e += 8) acc += load8(q + e) * load8(k + e);
-    return hsum(acc) * scale;
-}
-
-/* Four queries' dots with one key (read once for the four), each as dot() sums it. */
-static inline void dot4(const float *q0, const float *q1, const float *q2, const float *q3, const float *k,
-                        int64_t d, float scale, float *dst) {
-    v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int64_t e = 0; e < d; e += 8) {
-        const v8 kv = load8(k + e);
-        a0 += load8(q0 + e) * kv, a1 += load8(q1 + e) * kv, a2 += load8(q2 + e) * kv, a3 += load8(q3 + e) * kv;
+/* Scores: two key rows at a time for up to four queries, each query's dot
+ * product in its own 16-lane accumulator over d in order (the last 8 of a d
+ * that is 8 past a multiple of 16 in lanes 0-7), then hsum16: the same sum
+ * whichever group a query falls in, so a candidate's scores have the same
+ * bits alone or among others. Eight independent accumulators keep the FMA
+ * pipes full (one row and one query: a 4-cycle chain per FMA). */
+static inline __attribute__((always_inline)) void scores(const float *const *qs, int nq, const float *k0,
+                                                         const float *k1, int64_t d, float scale, float *dst0,
+                                                         float *dst1) {
+    vf16 a0[4] = {{0}}, a1[4] = {{0}};
+    int64_t e = 0;
+    for (; e + 16 <= d; e += 16) {
+        const vf16 x0 = load16(k0 + e), x1 = k1 ? load16(k1 + e) : x0;
+        for (int r = 0; r < nq; ++r) {
+            const vf16 qv = load16(qs[r] + e);
+            a0[r] += qv * x0, a1[r] += qv * x1;
+        }
     }
-    dst[0] = hsum(a0) * scale, dst[1] = hsum(a1) * scale, dst[2] = hsum(a2) * scale, dst[3] = hsum(a3) * scale;
-}
-
-/* o += p * v over d (a multiple of 8). */
-static inline void axpy(float *o, float p, const float *v, int64_t d) {
-    v8 pv = {p, p, p, p, p, p, p, p};
-    for (int64_t e = 0; e < d; e += 8) {
-        v8 r = load8(o + e) + pv * load8(v + e);
-        __builtin_memcpy(o + e, &r, sizeof r);
+    if (e < d) {
+        const vf16 x0 = load8z(k0 + e), x1 = k1 ? load8z(k1 + e) : x0;
+        for (int r = 0; r < nq; ++r) {
+            const vf16 qv = load8z(qs[r] + e);
+            a0[r] += qv * x0, a1[r] += qv * x1;
+        }
+    }
+    for (int r = 0; r < nq; ++r) {
+        dst0[r] = hsum16(a0[r]) * scale;
+        if (k1) dst1[r] = hsum16(a1[r]) * scale;
     }
 }
 
-/* o += p0 v0 + p1 v1 + p2 v2 + p3 v3 over d: o read and written once for four rows. */
-static inline void axpy4(float *o, const float *p, const float *v0, const float *v1, const float *v2,
-                         const float *v3, int64_t d) {
-    const v8 p0 = {p[0], p[0], p[0], p[0], p[0], p[0], p[0], p[0]}, p1 = {p[1], p[1], p[1], p[1], p[1], p[1], p[1], p[1]};
-    const v8 p2 = {p[2], p[2], p[2], p[2], p[2], p[2], p[2], p[2]}, p3 = {p[3], p[3], p[3], p[3], p[3], p[3], p[3], p[3]};
-    for (int64_t e = 0; e < d; e += 8) {
-        v8 r = load8(o + e) + ((p0 * load8(v0 + e) + p1 * load8(v1 + e)) + (p2 * load8(v2 + e) + p3 * load8(v3 + e)));
-        __builtin_memcpy(o + e, &r, sizeof r);
+/* o[r] = sum over rows t (in order) of p[r][t] v[t] for nq <= 4 queries,
+ * columns [e0, e0 + 16 * w) (w <= 4 vectors; half: w = 1 and 8 columns):
+ * up to 16 accumulators in registers, each value row read once for the nq
+ * queries. */
+static inline __attribute__((always_inline)) void weighted_values(float *const *o, const float *const *p, int nq,
+                                                                  const float *v, int64_t len, int64_t d, int64_t e0,
+                                                                  int w, int half) {
+    vf16 acc[4][4] = {{{0}}};
+    for (int64_t t = 0; t < len; ++t) {
+        const float *vt = v + t * d + e0;
+        vf16 x[4];
+        for (int i = 0; i < w; ++i) x[i] = half ? load8z(vt) : load16(vt + 16 * i);
+        for (int r = 0; r < nq; ++r) {
+            const float pr = p[r][t];
+            for (int i = 0; i < w; ++i) acc[r][i] += pr * x[i];
+        }
     }
+    for (int r = 0; r < nq; ++r)
+        for (int i = 0; i < w; ++i) {
+            if (half) store8(o[r] + e0, acc[r][i]);
+            else store16(o[r] + e0 + 16 * i, acc[r][i]);
+        }
+}
+
+/* The two above with a constant query count (and width), so that their
+ * accumulators are registers rather than arrays on the stack. */
+static void scores_n(const float *const *qs, int nq, const float *k0, const float *k1, int64_t d, float scale,
+                     float *dst0, float *dst1) {
+    switch (nq) {
+    case 4: scores(qs, 4, k0, k1, d, scale, dst0, dst1); break;
+    case 3: scores(qs, 3, k0, k1, d, scale, dst0, dst1); break;
+    case 2: scores(qs, 2, k0, k1, d, scale, dst0, dst1); break;
+    default: scores(qs, 1, k0, k1, d, scale, dst0, dst1); break;
+    }
+}
+
+/* Columns [e0, e0 + 64) of the weighted values, or the rest of d (16 at a time, then 8). */
+static void weighted_values_n(float *const *o, const float *const *p, int nq, const float *v, int64_t len, int64_t d,
+                              int64_t e0) {
+#define WV_CASE(N)                                                                   \
+    case N:                                                                          \
+        if (d - e0 >= 64) {                                                          \
+            weighted_values(o, p, N, v, len, d, e0, 4, 0);                           \
+            break;                                                                   \
+        }                                                                            \
+        for (int64_t e = e0; e < d; e += 16)                                         \
+            if (d - e >= 16) weighted_values(o, p, N, v, len, d, e, 1, 0);           \
+            else weighted_values(o, p, N, v, len, d, e, 1, 1);                       \
+        break;
+    switch (nq) {
+    WV_CASE(4)
+    WV_CASE(3)
+    WV_CASE(2)
+    default: WV_CASE(1)
+    }
+#undef WV_CASE
 }
 
 typedef struct {
@@ -97,39 +137,42 @@ static void chunk(const attn_job *a, const float *k, const float *v, int64_t t0,
     const int64_t d = a->d, len = t1 - t0;
     float s[MAX_QUERIES][CHUNK];
     const float *q = a->q;
-    for (int64_t t = 0; t < len; ++t) {
-        const float *kt = k + (t0 + t) * d;
-        int64_t r = 0;
-        for (; r + 4 <= nq; r += 4) {
-            float four[4];
-            dot4(q + qoff[r] * d, q + qoff[r + 1] * d, q + qoff[r + 2] * d, q + qoff[r + 3] * d, kt, d, a->scale,
-                 four);
-            s[r][t] = four[0], s[r + 1][t] = four[1], s[r + 2][t] = four[2], s[r + 3][t] = four[3];
+    for (int64_t r0 = 0; r0 < nq; r0 += 4) {
+        const int g = nq - r0 < 4 ? (int)(nq - r0) : 4;
+        const float *qs[4];
+        for (int r = 0; r < g; ++r) qs[r] = q + qoff[r0 + r] * d;
+        for (int64_t t = 0; t < len; t += 2) {
+            float d0[4] = {0}, d1[4] = {0};
+            const float *k0 = k + (t0 + t) * d, *k1 = t + 1 < len ? k0 + d : 0;
+            if (r0 == 0) /* the value rows, for the pass below: read in columns of 64, they would come a line per row */
+                for (int64_t e = 0; e < (k1 ? 2 * d : d); e += 16) __builtin_prefetch(v + (t0 + t) * d + e, 0, 3);
+            scores_n(qs, g, k0, k1, d, a->scale, d0, d1);
+            for (int r = 0; r < g; ++r) {
+                s[r0 + r][t] = d0[r];
+                if (k1) s[r0 + r][t + 1] = d1[r];
+            }
         }
-        for (; r < nq; ++r) s[r][t] = dot(q + qoff[r] * d, kt, d, a->scale);
     }
     for (int64_t r = 0; r < nq; ++r) {
-        float m = -INFINITY, l = 0.0f;
-        for (int64_t t = 0; t < len; ++t) m = s[r][t] > m ? s[r][t] : m;
-        for (int64_t t = 0; t < len; ++t) {
-            s[r][t] = expf(s[r][t] - m);
-            l += s[r][t];
+        /* Softmax numerators over the chunk; the tail past len is -inf, exp 0. */
+        float *sr = s[r];
+        float m = -INFINITY;
+        for (int64_t t = 0; t < len; ++t) m = sr[t] > m ? sr[t] : m;
+        for (int64_t t = len; t < (len + 15) / 16 * 16; ++t) sr[t] = -INFINITY;
+        vf16 acc = {0};
+        for (int64_t t = 0; t < len; t += 16) {
+            const vf16 e = exp_nonpositive(load16(sr + t) - m);
+            store16(sr + t, e);
+            acc += e;
         }
-        a->m[slot0 + r] = m, a->l[slot0 + r] = l;
-        float *o = a->o + (slot0 + r) * d;
-        for (int64_t e = 0; e < d; ++e) o[e] = 0.0f;
+        a->m[slot0 + r] = m, a->l[slot0 + r] = hsum16(acc);
     }
-    int64_t t = 0;
-    for (; t + 4 <= len; t += 4) {
-        const float *vt = v + (t0 + t) * d;
-        for (int64_t r = 0; r < nq; ++r) {
-            const float p[4] = {s[r][t], s[r][t + 1], s[r][t + 2], s[r][t + 3]};
-            axpy4(a->o + (slot0 + r) * d, p, vt, vt + d, vt + 2 * d, vt + 3 * d, d);
-        }
-    }
-    for (; t < len; ++t) {
-        const float *vt = v + (t0 + t) * d;
-        for (int64_t r = 0; r < nq; ++r) axpy(a->o + (slot0 + r) * d, s[r][t], vt, d);
+    for (int64_t r0 = 0; r0 < nq; r0 += 4) {
+        const int g = nq - r0 < 4 ? (int)(nq - r0) : 4;
+        float *os[4];
+        const float *ps[4];
+        for (int r = 0; r < g; ++r) os[r] = a->o + (slot0 + r0 + r) * d, ps[r] = s[r0 + r];
+        for (int64_t e0 = 0; e0 < d; e0 += 64) weighted_values_n(os, ps, g, v + t0 * d, len, d, e0);
     }
 }
 

@@ -129,15 +129,49 @@ def attention_fits(cfg, n: int, rows: int) -> bool:
             and rows <= MAX_ATTENDED)
 
 
+_ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # cpu_fused.c's tealtab_gated_act
+
+
+def gated_act(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """model.gated_activation (h = [gate | up] -> act(gate) * up) in one C call for fp32
+    CPU rows; the model's own ops for anything else."""
+    code = _ACTIVATIONS.get(activation)
+    lib = cpu_rows.library() if code is not None else None
+    if lib is None or h.dtype != torch.float32 or h.device.type != "cpu" or h.shape[-1] % 2:
+        return gated_activation(h, activation)
+    h = h.contiguous()
+    inter = h.shape[-1] // 2
+    out = torch.empty(*h.shape[:-1], inter)
+    lib.tealtab_gated_act(h.data_ptr(), h.numel() // h.shape[-1], inter, code, out.data_ptr())
+    return out
+
+
+def argmax_lse(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(argmax [n] int64, logsumexp [n] fp32) of fp32 CPU logits [n, V] in one C pass
+    (cpu_fused.c), or None where the C library is missing, the tensor is not fp32 rows
+    on the CPU, or a row holds NaN or +inf (torch's ops then give their conventions)."""
+    if (logits.dim() != 2 or logits.dtype != torch.float32 or logits.device.type != "cpu"
+            or logits.stride(-1) != 1 or logits.shape[0] < 1 or logits.shape[1] < 1):
+        return None
+    lib = cpu_rows.library()
+    if lib is None:
+        return None
+    n = logits.shape[0]
+    idx = torch.empty(n, dtype=torch.int64)
+    lse = torch.empty(n, dtype=torch.float32)
+    rc = lib.tealtab_argmax_lse(logits.data_ptr(), n, logits.shape[1], logits.stride(0), idx.data_ptr(),
+                                lse.data_ptr())
+    return (idx, lse) if rc == 0 else None
+
+
 def load_kernels() -> SimpleNamespace | None:
     """The launchers for fused_step, or None where the C library is unavailable."""
     if cpu_rows.library() is None:
         return None
-    # The activation stays two torch operators (vectorized already): the model's own.
-    ops = SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_activation)
+    ops = SimpleNamespace(add_rms_norm=add_rms_norm, rope_qkv=rope_qkv, gated_act=gated_act)
     if env_flag("TEALTAB_C_ATTENTION", True):  # off: kv_cache's torch attention (benchmarks compare)
         ops.decode_attention, ops.attention_fits = decode_attention, attention_fits
     return ops
 
 
-__all__ = ["add_rms_norm", "attention_fits", "decode_attention", "load_kernels", "rope_qkv"]
+__all__ = ["add_rms_norm", "argmax_lse", "gated_act", "attention_fits", "decode_attention", "load_kernels", "rope_qkv"]

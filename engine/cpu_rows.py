@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 SOURCES = (Path(__file__).with_name("cpu_rows.c"), Path(__file__).with_name("cpu_fused.c"),
            Path(__file__).with_name("cpu_sparse.c"), Path(__file__).with_name("cpu_quant.c"),
            Path(__file__).with_name("cpu_pool.c"), Path(__file__).with_name("cpu_attention.c"))
+HEADERS = (Path(__file__).with_name("cpu_vec.h"),)  # included by the sources: part of the library's key
 MAX_ROWS = 8
 # Below this much work (rows x weights) a matrix is one thread's job. The
 # split runs on cpu_pool.c's C workers, whose hand-off is a few microseconds
@@ -255,7 +256,7 @@ def _build(cc: str) -> Path:
     and CPU), checked: a library that is not this user's alone or whose content is not what
     its build recorded (``.sha256`` beside it) is compiled again."""
     directory = _kernels_dir()
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
     compiler_id = _compiler_id(cc)
     paths = [(flags, _library_path(directory, source, compiler_id, flags)) for flags in FLAG_SETS]
     for _, out in paths:  # built before (with the first flags that compiled here)
@@ -312,6 +313,10 @@ def load() -> bool:
             lib.tealtab_add_rms_norm.restype = ctypes.c_int
             lib.tealtab_rope_qkv.argtypes = [ptr, ptr, ptr, ptr, ptr, f32, i64, i64, i64, i64, ptr, ptr, ptr, i64, i64]
             lib.tealtab_rope_qkv.restype = ctypes.c_int
+            lib.tealtab_argmax_lse.argtypes = [ptr, i64, i64, i64, ptr, ptr]
+            lib.tealtab_argmax_lse.restype = ctypes.c_int
+            lib.tealtab_gated_act.argtypes = [ptr, i64, i64, ctypes.c_int, ptr]
+            lib.tealtab_gated_act.restype = ctypes.c_int
             # cpu_sparse.c (engine/cpu_sparse.py)
             lib.tealtab_sparse_scratch_bytes.argtypes = [i64, i64, i64, i64]
             lib.tealtab_sparse_scratch_bytes.restype = i64

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
-from tealtab.engine import faults
+from tealtab.engine import cpu_fused, faults
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import Transformer
@@ -66,13 +66,14 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
            greedy_first: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [n, V] fp32 -> (tokens [n], logprobs [n]); row 0 is greedy unless
     ``greedy_first`` is False (the greedy candidate has finished and left the batch)."""
-    tokens = logits.argmax(dim=-1)
+    stats = cpu_fused.argmax_lse(logits)  # on the CPU one C pass; torch's argmax alone took ~450 us
+    tokens, lse = stats if stats is not None else (logits.argmax(dim=-1), None)
     first = 1 if greedy_first else 0
     if logits.shape[0] > first and temperature > 0:
         probs = torch.softmax(logits[first:] / temperature, dim=-1)
         tokens[first:] = _sample_rows(probs, top_p, generator)
     chosen = logits.gather(-1, tokens[:, None]).squeeze(-1)
-    return tokens, chosen - torch.logsumexp(logits, dim=-1)
+    return tokens, chosen - (lse if lse is not None else torch.logsumexp(logits, dim=-1))
 
 
 def _index(ids: Sequence[int], device: torch.device) -> torch.Tensor:

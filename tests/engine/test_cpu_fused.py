@@ -130,3 +130,57 @@ def test_fused_eager_step_on_the_builtin_model(builtin_backend):
         assert fused_step.relative_error(got, want) < 1e-5
         assert torch.equal(got.argmax(-1), want.argmax(-1))
     backend.reset_cache()
+
+
+@pytest.mark.parametrize("shape", [(1, 262144), (3, 100_003), (8, 16384), (2, 17), (1, 1)])
+def test_argmax_lse_equals_torch(shape):
+    torch.manual_seed(shape[1])
+    logits = torch.randn(*shape) * 6
+    logits[-1, shape[1] // 2] = logits[-1].max() + 1  # a clear winner in a middle chunk
+    if shape[1] > 20:
+        logits[0, 5] = logits[0, shape[1] - 3] = logits[0].max() + 2  # a tie: the first one, as torch
+    idx, lse = cpu_fused.argmax_lse(logits)
+    assert torch.equal(idx, logits.argmax(-1))
+    torch.testing.assert_close(lse, torch.logsumexp(logits, -1), rtol=2e-7, atol=2e-6)
+    # Rows that are one another's copies get the same bits alone and together.
+    one_idx, one_lse = cpu_fused.argmax_lse(logits[-1:])
+    assert one_idx.item() == idx[-1].item() and torch.equal(one_lse, lse[-1:])
+
+
+def test_argmax_lse_over_a_wide_range_and_masked_rows():
+    wide = torch.linspace(-120, 30, 50_000)[None]
+    _, lse = cpu_fused.argmax_lse(wide)
+    assert abs(lse.double().item() - torch.logsumexp(wide.double(), -1).item()) < 1e-5
+    masked = torch.full((2, 40_000), float("-inf"))
+    masked[1, 30_000] = 2.5  # a constrained row: one token allowed
+    idx, lse = cpu_fused.argmax_lse(masked)
+    assert idx.tolist() == [0, 30_000] and lse[0].item() == float("-inf") and lse[1].item() == 2.5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_argmax_lse_leaves_nan_and_inf_to_torch(bad):
+    logits = torch.randn(2, 40_000)
+    logits[1, 33_333] = bad
+    assert cpu_fused.argmax_lse(logits) is None
+    assert cpu_fused.argmax_lse(torch.randn(2, 10, dtype=torch.float64)) is None  # not fp32
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("shape", [(1, 1, 4096), (3, 1, 2 * 37), (2, 5, 2 * 40)])
+def test_gated_act_equals_the_models(activation, shape):
+    from tealtab.engine.model import gated_activation
+
+    torch.manual_seed(shape[-1])
+    h = torch.randn(*shape) * 4
+    h[..., 0], h[..., 1] = 90.0, -90.0  # far out on both sides: no overflow, no NaN
+    got = cpu_fused.gated_act(h, activation)
+    torch.testing.assert_close(got, gated_activation(h, activation), rtol=2e-5, atol=1e-5)
+    # Rows alone and together, the same bits.
+    assert torch.equal(cpu_fused.gated_act(h[:1], activation), got[:1])
+
+
+def test_gated_act_leaves_other_inputs_to_the_models_ops():
+    from tealtab.engine.model import gated_activation
+
+    h = torch.randn(2, 1, 16, dtype=torch.float64)
+    assert torch.equal(cpu_fused.gated_act(h, "gelu_tanh"), gated_activation(h, "gelu_tanh"))

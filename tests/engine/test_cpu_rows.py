@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,6 +157,24 @@ def test_the_portable_build_gives_the_same_results(tmp_path):
         assert fn(x.data_ptr(), rows, 45, packed.data_ptr(), 0, packed.shape[0], out.data_ptr(), 70, 70) == 0
         torch.testing.assert_close(out, x @ w.float().t(), atol=1e-4, rtol=1e-4)
     assert fn(x.data_ptr(), 9, 45, packed.data_ptr(), 0, packed.shape[0], out.data_ptr(), 70, 70) == -1
+    # The 16-lane vector code of the other kernels (cpu_vec.h) compiles to plain code too.
+    stats = lib.tealtab_argmax_lse
+    stats.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                      ctypes.c_void_p]
+    logits = torch.randn(2, 40_001) * 4
+    idx, lse = torch.empty(2, dtype=torch.int64), torch.empty(2)
+    assert stats(logits.data_ptr(), 2, 40_001, 40_001, idx.data_ptr(), lse.data_ptr()) == 0
+    assert torch.equal(idx, logits.argmax(-1))
+    torch.testing.assert_close(lse, torch.logsumexp(logits, -1))
+
+
+def test_the_package_ships_every_kernel_source():
+    """A non-editable install compiles the kernels from the package's own files."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    shipped = set(project["tool"]["setuptools"]["package-data"]["tealtab.engine"])
+    assert {path.name for path in (*cpu_rows.SOURCES, *cpu_rows.HEADERS)} <= shipped
 
 
 def test_the_kernel_is_built_for_this_cpu():

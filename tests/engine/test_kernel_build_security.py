@@ -45,6 +45,7 @@ def probe(tmp_path, monkeypatch, cache):
     source = tmp_path / "probe.c"
     source.write_text(f"int tealtab_probe(void) {{ return {GENUINE}; }}\n")
     monkeypatch.setattr(cpu_rows, "SOURCES", (source,))
+    monkeypatch.setattr(cpu_rows, "HEADERS", ())
     return source
 
 
