@@ -253,6 +253,19 @@ class CandidateAttention(FusedEntry):
         self.c_attention = getattr(ops, "decode_attention", None)
         if self.c_attention is not None and not ops.attention_fits(cfg, n, prompt_len + step + 1):
             self.c_attention = None
+        # And with the fused QKV output: RoPE, the cache write and attention, addressed in C.
+        self.bound = None
+        if self.c_attention is not None and getattr(ops, "bind_attention", None) is not None:
+            try:
+                self.bound = ops.bind_attention(cache, prompt_len, n, step, self.window_start, self.gen_start)
+            except ValueError:
+                pass  # a cache layout it does not take: rope_qkv and _attend per layer
+
+    def attend_qkv(self, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   q_weight, k_weight, eps: float, cast_before_weight: bool) -> torch.Tensor:
+        if self.bound is not None:
+            return self.bound(layer, qkv, cos, sin, q_weight, k_weight, eps, self.cache.cfg.sliding_layers[layer])
+        return super().attend_qkv(layer, qkv, cos, sin, q_weight, k_weight, eps, cast_before_weight)
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q: [n, H, 1, D]; k, v: [n, Hkv, 1, D]

@@ -93,6 +93,33 @@ def test_fused_eager_step_equals_the_models_step(family, n):
         torch.testing.assert_close(k, cache.gen_k[:, :n, :, step], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+@torch.inference_mode()
+def test_the_step_bound_attention_gives_the_per_layer_calls_bits(n):
+    """BoundAttention addresses the cache itself; with it off (per layer: cache views,
+    rope_qkv, decode_attention) every step's logits and cache writes are the same bits,
+    past the tiny Gemma 3's 8-token window too."""
+    model, cache = _setup("gemma3")
+    bound = EagerDecoder(model, cache)
+    per_layer = EagerDecoder(model, cache)
+    per_layer.ops = type(bound.ops)(**{k: v for k, v in vars(bound.ops).items() if k != "bind_attention"})
+    tokens = torch.arange(7, 7 + n)
+    for step in range(5):
+        got = bound(tokens, 19, step).clone()
+        k = cache.gen_k[:, :n, :, step].clone()
+        want = per_layer(tokens, 19, step)
+        assert torch.equal(got, want)
+        assert torch.equal(k, cache.gen_k[:, :n, :, step])
+
+
+def test_bound_attention_refuses_what_it_cannot_address():
+    _, cache = _setup("gemma3")
+    with pytest.raises(ValueError, match="does not fit"):
+        cpu_fused.BoundAttention(cache, 19, 1, cache.gen_k.shape[3], 0, 0)  # past the cache's slots
+    with pytest.raises(ValueError, match="does not fit"):
+        cpu_fused.BoundAttention(cache, 19, cache.gen_k.shape[1] + 1, 0, 0, 0)  # more candidates than rows
+
+
 @torch.inference_mode()
 def test_a_candidate_gets_the_same_fused_logits_alone_and_among_others():
     model, cache = _setup("gemma3")
