@@ -104,6 +104,9 @@ INLINE void v_store_n(float *p, v16 v, int64_t n) { _mm512_mask_storeu_ps(p, v_m
 INLINE v16 v_i8(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
+INLINE v16 v_bf16(const uint16_t *p) { /* 16 bf16: the upper halves of fp32 */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
 typedef struct { __m512 t; __m512i sh; } lut;
 INLINE lut lut_of(const float *table) {
     lut l = {_mm512_loadu_ps(table), _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28)};
@@ -149,6 +152,11 @@ INLINE v16 v_i8(const int8_t *p) {
              _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))))};
     return r;
 }
+INLINE v16 v_bf16(const uint16_t *p) {
+    v16 r = {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16)),
+             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16))};
+    return r;
+}
 typedef struct { __m256 lo, hi; __m256i sha, shb; } lut;
 INLINE lut lut_of(const float *table) {
     lut l = {_mm256_loadu_ps(table), _mm256_loadu_ps(table + 8), _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12),
@@ -181,6 +189,14 @@ INLINE v16 v_load(const float *p) { v16 r; memcpy(r.f, p, 64); return r; }
 INLINE v16 v_load_n(const float *p, int64_t n) { v16 r = v_zero(); memcpy(r.f, p, 4 * (n < 16 ? n : 16)); return r; }
 INLINE void v_store_n(float *p, v16 v, int64_t n) { memcpy(p, v.f, 4 * (n < 16 ? n : 16)); }
 INLINE v16 v_i8(const int8_t *p) { v16 r; LANES r.f[l] = (float)p[l]; return r; }
+INLINE v16 v_bf16(const uint16_t *p) {
+    v16 r;
+    LANES {
+        uint32_t u = (uint32_t)p[l] << 16;
+        memcpy(&r.f[l], &u, 4);
+    }
+    return r;
+}
 typedef struct { float t[16]; } lut;
 INLINE lut lut_of(const float *table) { lut r; memcpy(r.t, table, 64); return r; }
 INLINE v16 v_nf4(const uint8_t *p, lut t) {
@@ -251,10 +267,15 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
         }                                                                                                   \
     }
 
-/* int8 LM head, output blocks: G rows x NB blocks over all d channels. */
+/* int8 LM head, output blocks: G rows x NB blocks over all d channels; then,
+ * where ol is given, the head's outlier columns (kept in bf16 beside the
+ * codes, whose own entries there are 0): ol [blocks][k][16] from this tile's
+ * first block, xc [G][k] the rows' values in those columns, added after the
+ * scale: out = scale * (x . codes) + xc . outliers. */
 #define DEFINE_HEAD(G, NB)                                                                                  \
     static void head_##G##_##NB(const float *x, int64_t d, const int8_t *p, const float *scale,             \
-                                float *out, int64_t ld, int64_t o0, int64_t n_out) {                        \
+                                float *out, int64_t ld, int64_t o0, int64_t n_out, const uint16_t *ol,      \
+                                const float *xc, int64_t k_ol) {                                            \
         v16 acc[G][NB];                                                                                     \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_zero();        \
         for (int64_t k = 0; k < d; ++k) {                                                                   \
@@ -269,8 +290,18 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
             }                                                                                               \
         }                                                                                                   \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b)                              \
-            v_store_n(out + j * ld + o0 + 16 * b, v_mul(acc[j][b], v_load(scale + o0 + 16 * b)),            \
-                      n_out - o0 - 16 * b);                                                                 \
+            acc[j][b] = v_mul(acc[j][b], v_load(scale + o0 + 16 * b));                                      \
+        if (ol)                                                                                             \
+            for (int64_t c = 0; c < k_ol; ++c) {                                                            \
+                v16 w[NB];                                                                                  \
+                UNROLL for (int b = 0; b < NB; ++b) w[b] = v_bf16(ol + ((int64_t)b * k_ol + c) * BLOCK);    \
+                UNROLL for (int j = 0; j < G; ++j) {                                                        \
+                    v16 xj = v_set1(xc[j * k_ol + c]);                                                      \
+                    UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);             \
+                }                                                                                           \
+            }                                                                                               \
+        UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b)                              \
+            v_store_n(out + j * ld + o0 + 16 * b, acc[j][b], n_out - o0 - 16 * b);                          \
     }
 
 #define DEFINE_ALL(G, NB) DEFINE_I8(G, NB) DEFINE_NF4(G, NB) DEFINE_HEAD(G, NB)
@@ -286,6 +317,7 @@ typedef struct { int nb, g[3]; } plan;
 #ifdef WIDE_PLANS
 static const plan plans[9] = {{0}, {8, {1}}, {8, {2}}, {4, {3}}, {4, {4}}, {4, {5}}, {4, {6}}, {3, {7}}, {3, {8}}};
 #define TILES(X) X(1, 8) X(2, 8) X(3, 4) X(4, 4) X(5, 4) X(6, 4) X(7, 3) X(8, 3) \
+                 X(1, 4) X(2, 4) X(3, 2) X(4, 2) \
                  X(1, 1) X(2, 1) X(3, 1) X(4, 1) X(5, 1) X(6, 1) X(7, 1) X(8, 1)
 #else
 static const plan plans[9] = {{0},        {4, {1}},    {2, {2}},    {1, {3}},   {1, {4}},
@@ -298,7 +330,8 @@ typedef void (*i8_fn)(const float *, int64_t, const int32_t *, int64_t, const in
                       float *, int64_t, int64_t, int64_t, int, int);
 typedef void (*nf4_fn)(const float *, int64_t, const int32_t *, int64_t, const uint8_t *, int64_t, const float *,
                        const float *, float *, int64_t, int64_t, int64_t, int);
-typedef void (*head_fn)(const float *, int64_t, const int8_t *, const float *, float *, int64_t, int64_t, int64_t);
+typedef void (*head_fn)(const float *, int64_t, const int8_t *, const float *, float *, int64_t, int64_t, int64_t,
+                        const uint16_t *, const float *, int64_t);
 typedef struct { i8_fn i8; nf4_fn nf4; head_fn head; } tile;
 
 #define TILE_CASE_(G, NB)                                                                     \
@@ -314,13 +347,17 @@ static tile tile_of(int g, int nb) {
 }
 
 /* n rows' groups with their wide and single-block tiles, looked up once per call. */
-typedef struct { int groups, nb, rows[3]; tile wide[3], one[3]; } tiling;
+/* mid: half-width tiles (nb / 2 blocks, where defined) for the output-block
+ * products' last blocks, which would otherwise go one block (one stream) at
+ * a time: a 40-block matrix split over two threads leaves each four. */
+typedef struct { int groups, nb, rows[3]; tile wide[3], mid[3], one[3]; } tiling;
 static tiling tiling_of(int64_t n) {
-    tiling t = {0, plans[n].nb, {0}, {{0}}, {{0}}};
+    tiling t = {0, plans[n].nb, {0}, {{0}}, {{0}}, {{0}}};
     for (; t.groups < 3 && plans[n].g[t.groups]; ++t.groups) {
         t.rows[t.groups] = plans[n].g[t.groups];
         t.wide[t.groups] = tile_of(plans[n].g[t.groups], plans[n].nb);
         t.one[t.groups] = tile_of(plans[n].g[t.groups], 1);
+        t.mid[t.groups] = tile_of(plans[n].g[t.groups], plans[n].nb / 2);
     }
     return t;
 }
@@ -461,15 +498,20 @@ int64_t tealtab_nf4_rows_call(const float *x, int64_t n, int64_t d, int64_t n_se
 /* int8 LM head: x [n][d] (n 1..8) times blocks [b_begin, b_end) of codes
  * [blocks][d][16]; out [n][ld_out], o < n_out written. Returns 0, or -1. */
 int tealtab_i8_head_rows(const float *x, int64_t n, int64_t d, const int8_t *codes, const float *scale,
-                         int64_t b_begin, int64_t b_end, float *out, int64_t ld_out, int64_t n_out) {
-    if (n < 1 || n > 8) return -1;
+                         int64_t b_begin, int64_t b_end, float *out, int64_t ld_out, int64_t n_out,
+                         const uint16_t *ol, const float *xc, int64_t k_ol) {
+    if (n < 1 || n > 8 || (ol && (!xc || k_ol < 1))) return -1;
     const tiling tl = tiling_of(n);
+    const int half = tl.nb / 2;
+    int mid = half > 1;
+    for (int g = 0; g < tl.groups; ++g) mid = mid && tl.mid[g].head != 0;
     for (int64_t b = b_begin; b < b_end;) {
-        const int wide = b + tl.nb <= b_end;
+        const int width = b + tl.nb <= b_end ? tl.nb : mid && b + half <= b_end ? half : 1;
+        const tile *t = width == tl.nb ? tl.wide : width == 1 ? tl.one : tl.mid;
         for (int g = 0, j = 0; g < tl.groups; j += tl.rows[g++])
-            (wide ? tl.wide : tl.one)[g].head(x + j * d, d, codes + b * d * BLOCK, scale, out + j * ld_out, ld_out,
-                                              b * BLOCK, n_out);
-        b += wide ? tl.nb : 1;
+            t[g].head(x + j * d, d, codes + b * d * BLOCK, scale, out + j * ld_out, ld_out, b * BLOCK, n_out,
+                      ol ? ol + b * k_ol * BLOCK : 0, ol ? xc + j * k_ol : 0, k_ol);
+        b += width;
     }
     return 0;
 }
@@ -481,26 +523,31 @@ typedef struct {
     const float *scale;
     float *out;
     int64_t ld_out, n_out;
+    const uint16_t *ol;
+    const float *xc;
+    int64_t k_ol;
     int64_t bounds[65];
 } head_job;
 
 static void head_part(void *ctx, int64_t part) {
     const head_job *j = (const head_job *)ctx;
     tealtab_i8_head_rows(j->x, j->n, j->d, j->codes, j->scale, j->bounds[part], j->bounds[part + 1], j->out,
-                         j->ld_out, j->n_out);
+                         j->ld_out, j->n_out, j->ol, j->xc, j->k_ol);
 }
 
 /* The whole product in the output-block layout (the LM head's, and int8
- * layer matrices while dense), split into `parts` runs, over the pool.
+ * layer matrices while dense), split into `parts` runs, over the pool; ol,
+ * xc, k_ol: the head's outlier columns (tealtab_i8_head_rows), or 0.
  * Returns 0, or -1. */
 int tealtab_i8_head_rows_par(const float *x, int64_t n, int64_t d, const int8_t *codes, const float *scale,
-                             int64_t blocks, float *out, int64_t ld_out, int64_t n_out, int64_t parts) {
-    if (n < 1 || n > 8) return -1;
+                             int64_t blocks, float *out, int64_t ld_out, int64_t n_out, int64_t parts,
+                             const uint16_t *ol, const float *xc, int64_t k_ol) {
+    if (n < 1 || n > 8 || (ol && (!xc || k_ol < 1))) return -1;
     const int64_t nb = tiling_of(n).nb, tiles = (blocks + nb - 1) / nb;
     if (parts > 64) parts = 64;
     if (parts > tiles) parts = tiles;
     if (parts < 1) parts = 1;
-    head_job j = {x, n, d, codes, scale, out, ld_out, n_out, {0}};
+    head_job j = {x, n, d, codes, scale, out, ld_out, n_out, ol, xc, k_ol, {0}};
     /* Whole tiles where there are many; an even split (a few single-block
      * tiles at the end of a part) where a tile is a large share of a part. */
     const int whole = tiles >= 4 * parts;

@@ -60,8 +60,9 @@ def _declare_on(lib: ctypes.CDLL) -> ctypes.CDLL:
                             ("tealtab_nf4_rows", [ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, i64], c_int),
                             ("tealtab_i8_rows_call", prepare + [ptr, ptr, ptr, i64, i64], i64),
                             ("tealtab_nf4_rows_call", prepare + [ptr, ptr, ptr, ptr, i64, i64], i64),
-                            ("tealtab_i8_head_rows", [ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, i64], c_int),
-                            ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64], c_int),
+                            ("tealtab_i8_head_rows", [ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, i64, ptr, ptr, i64], c_int),
+                            ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64, ptr, ptr, i64],
+                             c_int),
                             ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr], c_int),
                             ("tealtab_i8_dequant_t", [ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_nf4_dequant_t", [ptr, ptr, ptr, i64, i64, i64, i64, ptr], c_int),
@@ -241,8 +242,13 @@ def last_active_counts() -> list[int]:
     return _last[:8 * (4 + header[2])].view(torch.int64)[4:].tolist()
 
 
-def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_features: int) -> torch.Tensor:
-    """x [rows, in] (1..8 rows) @ W.T -> fp32 [rows, out_features], W in :func:`int8_blocks`' layout."""
+def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_features: int,
+                    outliers: torch.Tensor | None = None, outlier_cols: torch.Tensor | None = None) -> torch.Tensor:
+    """x [rows, in] (1..8 rows) @ W.T -> fp32 [rows, out_features], W in :func:`int8_blocks`' layout.
+
+    ``outliers`` (bf16, :func:`outlier_blocks`' layout) and ``outlier_cols`` (int64 [k]): the
+    int8 head's columns kept in bf16 (its codes hold 0 there), added in the same pass.
+    """
     lib = _lib or _declare()
     rows, d = x.shape
     blocks = codes.shape[0]
@@ -251,11 +257,30 @@ def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, o
                          f"{codes.shape[1]} columns and {blocks} blocks of {BLOCK} (rows 1..{MAX_ROWS})")
     if x.dtype is not torch.float32 or not x.is_contiguous():
         x = x.to(torch.float32).contiguous()
+    ol = xc = None
+    k = 0
+    if outliers is not None:
+        k = outlier_cols.numel()
+        if outliers.shape != (blocks, k, BLOCK) or outliers.dtype != torch.bfloat16 or not outliers.is_contiguous():
+            raise ValueError(f"outliers {tuple(outliers.shape)} {outliers.dtype} are not {blocks} blocks of {k} "
+                             f"bf16 columns")
+        xc = x.index_select(1, outlier_cols)
+        ol = outliers.data_ptr()
     out = torch.empty(rows, out_features, dtype=torch.float32)
     parts = min(cpu_rows._threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
     lib.tealtab_i8_head_rows_par(x.data_ptr(), rows, d, codes.data_ptr(), scale.data_ptr(), blocks, out.data_ptr(),
-                                 out_features, out_features, parts)
+                                 out_features, out_features, parts, ol, None if xc is None else xc.data_ptr(), k)
     return out
+
+
+def outlier_blocks(columns: torch.Tensor) -> torch.Tensor:
+    """The int8 head's bf16 outlier columns [out, k] -> [blocks, k, 16] (outputs in natural
+    order within a block, zero past ``out``), as :func:`int8_block_rows` reads them."""
+    out_features, k = columns.shape
+    blocks = _blocks(out_features)
+    padded = torch.zeros(blocks * BLOCK, k, dtype=torch.bfloat16)
+    padded[:out_features] = columns
+    return padded.view(blocks, BLOCK, k).transpose(1, 2).contiguous()
 
 
 def _destination(out: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor:

@@ -19,8 +19,8 @@ one of these too, holding only its bf16 weights: in cpu_sparse's input-major
 layout, read by the existing bf16 kernel (TEAL's, whose threshold 0 is the
 dense product), or as a plain bf16 matrix without the kernel. (On a GPU
 quant_loading leaves it to the model's own dense linear.) The int8 head's outlier
-columns (bf16, cpu_rows' layout on the CPU) add their product to the codes',
-and its exact rows (the BOS token's) replace theirs, in the logits and in the
+columns (bf16; on the CPU in blocks of 16 outputs beside the codes', read in
+the same kernel pass) add their product to the codes', and its exact rows (the BOS token's) replace theirs, in the logits and in the
 embedding lookup alike.
 """
 
@@ -48,9 +48,6 @@ HEAD_SLICE = 32768
 def _tensor(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t, requires_grad=False)
 
-
-# Where output o of a cpu_rows block sits among the block's 16 lanes.
-_LANE_OF = torch.tensor([cpu_rows.LANE_ORDER.index(o) for o in range(cpu_rows.BLOCK)])
 
 _local = threading.local()
 
@@ -141,16 +138,17 @@ class QuantLinear(nn.Module):
             self._table = build_tile_thresholds(0.0, self._out, device=dev)
 
     def _set_head_extras(self, q: QuantizedWeight, device) -> None:
-        """The int8 head's outlier columns (bf16; cpu_rows' packed layout where its kernel
-        serves decode steps) and exact rows (fp32), or None."""
+        """The int8 head's outlier columns (bf16: [out, k], or cpu_quant.outlier_blocks' layout
+        where the CPU kernel serves decode steps) and exact rows (fp32), or None."""
         self.outliers = self.exact_rows = None
         self.register_buffer("outlier_cols", None, persistent=False)
         self.register_buffer("exact_ids", None, persistent=False)
         self._exact: list[int] = []
         if q.outlier_cols is not None and q.outlier_cols.numel():
             self.outlier_cols = q.outlier_cols.to(device=device, dtype=torch.int64)
-            packed = self.kind == "cpu" and cpu_rows.load()
-            self.outliers = _tensor(cpu_rows.pack(q.outliers) if packed else q.outliers.to(device))
+            # The CPU kernel adds them in the head's own pass: [blocks, k, 16] beside the codes' blocks.
+            blocks = self.kind == "cpu"
+            self.outliers = _tensor(cpu_quant.outlier_blocks(q.outliers) if blocks else q.outliers.to(device))
         if q.exact_ids is not None and q.exact_ids.numel():
             self.exact_ids = q.exact_ids.to(device=device, dtype=torch.int64)
             self.exact_rows = _tensor(q.exact_rows.float().to(device))
@@ -158,9 +156,8 @@ class QuantLinear(nn.Module):
 
     def _outlier_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """The outlier columns of rows ``ids``, fp32 [len(ids), k]."""
-        if cpu_rows.is_packed(self.outliers):
-            lane = _LANE_OF.to(ids.device)[ids % cpu_rows.BLOCK]
-            return self.outliers[ids // cpu_rows.BLOCK, :, lane].float()
+        if self.kind == "cpu":  # [blocks, k, 16]
+            return self.outliers[ids // cpu_quant.BLOCK, :, ids % cpu_quant.BLOCK].float()
         return self.outliers.index_select(0, ids).float()
 
     def _patch_rows(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -178,17 +175,20 @@ class QuantLinear(nn.Module):
 
     def _patch_products(self, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x2 [rows, in] @ the codes' W^T = y [rows, out] -> with the outlier columns' product
-        added and the exact rows' outputs replaced."""
+        added and the exact rows' outputs replaced (the CPU kernel adds the outliers itself)."""
         if self.outliers is not None:
             xc = x2.index_select(-1, self.outlier_cols)
-            if cpu_rows.usable(self.outliers, xc.shape[0]):
-                y += cpu_rows.rows_times_weight(xc, self.outliers, self._out).to(y.dtype)
-            elif cpu_rows.is_packed(self.outliers):  # packed, but the kernel is not there for these rows
+            if self.kind == "cpu":
                 y += (xc.float() @ self._outlier_rows(torch.arange(self._out)).t()).to(y.dtype)
             else:
                 y += (xc.to(self.outliers.dtype) @ self.outliers.t()).to(y.dtype)
+        return self._patch_exact(x2, y)
+
+    def _patch_exact(self, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y [rows, out] with the exact rows' outputs (x2 [rows, in] times their fp32 weights)."""
         for j, token in enumerate(self._exact):
-            y[:, token] = (x2.to(self.exact_rows.dtype) @ self.exact_rows[j]).to(y.dtype)
+            # A product and a sum per row (a matrix-vector product's order can depend on the row count).
+            y[:, token] = (x2.to(self.exact_rows.dtype) * self.exact_rows[j]).sum(-1).to(y.dtype)
         return y
 
     # ------------------------------------------------------------------ the interface of every linear
@@ -304,7 +304,8 @@ class QuantLinear(nn.Module):
         if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head or self._blocked):
             x2 = x.reshape(rows, -1)
             if self.head:
-                y = self._patch_products(x2, cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out))
+                y = self._patch_exact(x2, cpu_quant.int8_block_rows(x2, self.codes, self.scales, self._out,
+                                                                    self.outliers, self.outlier_cols))
             elif self._blocked and self.fmt == "bf16":
                 y = cpu_rows.rows_times_weight(x2, self.codes, self._out)
             elif self._blocked:
