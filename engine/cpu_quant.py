@@ -273,6 +273,52 @@ def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, o
     return out
 
 
+class BlockProduct:
+    """:func:`int8_block_rows` for one matrix, checked once: a decode step makes 72 layer
+    products and the head's, and the per-call checks and conversions cost ~6 us each.
+
+    Holds the tensors it reads; the owner makes a new one when it replaces them.
+    """
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, out_features: int,
+                 outliers: torch.Tensor | None = None, outlier_cols: torch.Tensor | None = None) -> None:
+        lib = _lib or _declare()
+        blocks, d, lanes = codes.shape
+        if (lanes != BLOCK or codes.dtype != torch.int8 or not codes.is_contiguous() or scale.dtype != torch.float32
+                or scale.numel() != blocks * BLOCK or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK):
+            raise ValueError(f"codes {tuple(codes.shape)} {codes.dtype} are not int8 output blocks of "
+                             f"{out_features} outputs")
+        self._fn, self._codes, self._scale = lib.tealtab_i8_head_rows_par, codes, scale
+        self._args = (d, codes.data_ptr(), scale.data_ptr(), blocks)
+        self.d, self.out_features = d, out_features
+        self._threads = min(cpu_rows._threads, blocks)
+        self._row_work = blocks * BLOCK * d
+        self._outliers, self._cols, self._k = None, None, 0
+        if outliers is not None:
+            k = outlier_cols.numel()
+            if outliers.shape != (blocks, k, BLOCK) or outliers.dtype != torch.bfloat16 or not outliers.is_contiguous():
+                raise ValueError(f"outliers {tuple(outliers.shape)} {outliers.dtype} are not {blocks} blocks "
+                                 f"of {k} bf16 columns")
+            self._outliers, self._cols, self._k = outliers, outlier_cols, k
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [rows, in] fp32 (1..8 rows) -> fp32 [rows, out_features]."""
+        rows = x.shape[0]
+        if x.dim() != 2 or x.shape[1] != self.d or not 1 <= rows <= MAX_ROWS:
+            raise ValueError(f"{tuple(x.shape)} rows do not fit {self.d} inputs (1..{MAX_ROWS} rows)")
+        if x.dtype is not torch.float32 or not x.is_contiguous():
+            x = x.to(torch.float32).contiguous()
+        out = torch.empty(rows, self.out_features)
+        parts = self._threads if rows * self._row_work >= SPLIT_MIN_WORK else 1
+        xc = ol = None
+        if self._outliers is not None:
+            xc = x.index_select(1, self._cols)
+            ol = self._outliers.data_ptr()
+        self._fn(x.data_ptr(), rows, *self._args, out.data_ptr(), self.out_features, self.out_features, parts, ol,
+                 None if xc is None else xc.data_ptr(), self._k)
+        return out
+
+
 def outlier_blocks(columns: torch.Tensor) -> torch.Tensor:
     """The int8 head's bf16 outlier columns [out, k] -> [blocks, k, 16] (outputs in natural
     order within a block, zero past ``out``), as :func:`int8_block_rows` reads them."""
