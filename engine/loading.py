@@ -281,13 +281,29 @@ def read_config(directory: Path):
     return cfg
 
 
+AUTO_QUANTIZATION = "auto"
+
+
+def resolve_quantization(quantization: str | None, device: str | torch.device) -> str:
+    """The weight format a quantization setting means on ``device``: "auto" is int8 on the
+    CPU, where decoding is memory-bound and int8 reads half of bf16's bytes (on the built-in
+    model perplexity within 0.2% of unquantized, 1.7x its decode speed, a third of its
+    memory: benchmarks/quantization.py, benchmarks/decode.py), and unquantized on a GPU,
+    whose quantized kernels (kernels/quant_gemv.py) have not been measured on one yet."""
+    quantization = (quantization or "none").strip().lower()
+    if quantization == AUTO_QUANTIZATION:
+        return "int8" if torch.device(device).type == "cpu" else "none"
+    return quantization
+
+
 def load_backend(model: str, device: str = "auto", progress: Progress | None = None, dtype: str = "auto",
                  quantization: str = "none", sparsity: float | str = 0.0, **options):
     """Load ``model`` on ``device`` and return a ready :class:`LocalBackend`.
 
     ``options`` go to :meth:`LocalBackend.from_dir` (cache sizes).
     ``quantization``: "none", "int8" or "nf4" (bitsandbytes' formats; the
-    first load of a model in a format quantizes and caches it). ``sparsity`` (a TEAL
+    first load of a model in a format quantizes and caches it), or "auto"
+    (:func:`resolve_quantization`). ``sparsity`` (a TEAL
     target, or "auto" for the calibrated default) is installed after the load
     from the model's calibration; a target above 0 without a calibration is a
     load error (``tealtab calibrate`` makes one). The server leaves it at 0
@@ -297,10 +313,10 @@ def load_backend(model: str, device: str = "auto", progress: Progress | None = N
 
     from tealtab.engine.quantization import FORMATS
 
-    quantization = (quantization or "none").strip().lower()
-    if quantization not in FORMATS:
-        raise ModelError(f"unknown quantization {quantization!r}; use one of {', '.join(FORMATS)}")
     dev = resolve_device(device)
+    quantization = resolve_quantization(quantization, dev)
+    if quantization not in FORMATS:
+        raise ModelError(f"unknown quantization {quantization!r}; use one of auto, {', '.join(FORMATS)}")
     directory = resolve_model_dir(model, progress)
     _report(progress, f"Loading {model} on {dev}", 90)
     try:

@@ -122,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--sparsity", type=sparsity_argument, default="auto", metavar="S",
                           help="TEAL activation sparsity: auto (the calibrated default, dense without a "
                                "calibration) or 0 to 0.7; a number calibrates the model first if needed")
-    complete.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
-                          help="weights in int8 or NF4 (bitsandbytes formats; quantized and cached on first use)")
+    complete.add_argument("--quantization", choices=QUANTIZATIONS, default="auto",
+                          help="weights in int8 or NF4 (bitsandbytes formats; quantized and cached on first use); "
+                               "auto (default): int8 on the CPU, none on a GPU")
     complete.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="default warning")
     remote_arguments(complete)
 
@@ -145,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sparsity", type=sparsity_argument, default=None, metavar="S",
                       help="the server's sparsity setting: auto (its default) or 0 to 0.7")
     demo.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
-                      help="the server's quantization setting: none (its default), int8 or nf4")
+                      help="the server's quantization setting: auto (its default: int8 on the CPU, "
+                           "none on a GPU), none, int8 or nf4")
     return parser
 
 
@@ -164,7 +166,7 @@ def remote_settings(args: argparse.Namespace):
     if not 0.5 <= args.remote_timeout <= 600:
         raise UsageError("--remote-timeout must be from 0.5 to 600 seconds")
     return Settings(model=args.model, device=getattr(args, "device", "auto"),
-                    quantization=getattr(args, "quantization", "none"), remote_model=args.remote_model,
+                    quantization=getattr(args, "quantization", "auto"), remote_model=args.remote_model,
                     api_key_env=args.api_key_env, remote_timeout=args.remote_timeout)
 
 

@@ -122,7 +122,7 @@ def run_demo(path: str | None = None, model: str | None = None, device: str = "a
 
     ``sparsity``: the server's setting (None: its default, "auto"); a number the
     model has no calibration for is calibrated before the completions.
-    ``quantization``: the server's setting (None: its default, "none").
+    ``quantization``: the server's setting (None: its default, "auto").
     """
     settings: dict = {"device": device}
     if model:

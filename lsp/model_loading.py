@@ -24,11 +24,13 @@ PROGRESS_CREATE_TIMEOUT_S = 10.0
 TITLE = "tealtab"
 
 
-def describe_model(settings: Settings, model: str | None = None) -> str:
+def describe_model(settings: Settings, model: str | None = None, quantization: str | None = None) -> str:
     """The model ``settings`` ask for, as the user would name it: ``X``, or ``X (int8)`` when
-    quantized (an endpoint's credentials removed; a remote model is never quantized here)."""
+    quantized (an endpoint's credentials removed; a remote model is never quantized here).
+    ``quantization``: the format a loaded model holds (what "auto" came to), if known."""
     name = model or shown_model(settings.model)
-    return name if settings.quantization == "none" or settings.remote else f"{name} ({settings.quantization})"
+    fmt = quantization or settings.quantization
+    return name if fmt in ("none", "auto") or settings.remote else f"{name} ({fmt})"
 
 
 def error_message(exc: BaseException, serving: str | None = None) -> str:
@@ -71,10 +73,11 @@ async def load_model(server: TealtabServer, settings: Settings) -> None:
     # The sparsity setting of now (it may have changed during the load), applied before any
     # completion queued from here on.
     server.sparsity.request()
-    progress.end(f"{describe_model(settings, model)} ready")
+    serving = server.serving_description() or describe_model(settings, model)
+    progress.end(f"{serving} ready")
     where = "on its server" if settings.remote else settings.device
-    server.log_to_client(f"tealtab: model {describe_model(settings, model)} ready ({where})")
-    if settings.remote and settings.quantization != "none":
+    server.log_to_client(f"tealtab: model {serving} ready ({where})")
+    if settings.remote and settings.quantization not in ("none", "auto"):
         server.log_to_client(f"tealtab: quantization {settings.quantization} applies to local models only; "
                              f"{model} runs as its server holds it", types.MessageType.Warning)
 

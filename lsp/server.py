@@ -60,6 +60,7 @@ class TealtabServer(LanguageServer):
         # and a failed one leaves them as they were.
         self.model_name: str | None = None
         self.serving: Settings | None = None
+        self.serving_quantization: str | None = None  # what the served model holds ("int8" for "auto" on a CPU)
         self.load_error: str | None = None
         self.model_loading: asyncio.Task | None = None
         # The settings of the load in progress (while model_loading runs).
@@ -117,6 +118,8 @@ class TealtabServer(LanguageServer):
         """The worker now serves ``model``, loaded with ``settings`` (called on the event loop)."""
         self.model_name = model
         self.serving = settings
+        # The format the model holds (a "auto" setting resolved by the load); None for a remote one.
+        self.serving_quantization = getattr(self.worker.backend, "quantization", None)
         self.load_error = None
         self.sparsity.model_changed()
         # Candidates on screen came from the old model.
@@ -139,7 +142,7 @@ class TealtabServer(LanguageServer):
         """The serving model as the user would name it (``X`` or ``X (int8)``); None without one."""
         if self.model_name is None or self.serving is None:
             return None
-        return describe_model(self.serving, self.model_name)
+        return describe_model(self.serving, self.model_name, self.serving_quantization)
 
     async def wait_for_model(self, timeout: float = MODEL_WAIT_S) -> bool:
         """True when a model serves; without one, wait (bounded) for any load in progress first.

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from tealtab.completion.model_source import REMOTE_PROTOCOLS
 
-QUANTIZATIONS = ("none", "int8", "nf4")
+# "auto": int8 on the CPU, unquantized on a GPU (engine.loading.resolve_quantization).
+QUANTIZATIONS = ("auto", "none", "int8", "nf4")
 MAX_SPARSITY = 0.7
 # sparsity "auto": the model's calibrated default level, dense without a calibration.
 AUTO = "auto"
@@ -31,7 +32,7 @@ class Settings:
     # None: the machine's default model (engine.loading.default_model).
     model: str | None = None
     device: str = "auto"
-    quantization: str = "none"
+    quantization: str = "auto"
     # "auto" or a target from 0 to MAX_SPARSITY; applied to the loaded model, never a reload.
     sparsity: float | str = AUTO
     candidates: int = 3

@@ -308,3 +308,12 @@ def test_sparsity_installs_in_quantized_linears_and_level_zero_is_dense_again(ti
     assert not sparsity.is_sparse(model)
     with phase("decode"):
         assert torch.equal(model.blocks[0].w13(x), dense_out)
+
+
+def test_auto_quantization_is_int8_on_the_cpu_and_none_on_a_gpu():
+    from tealtab.engine.loading import resolve_quantization
+
+    assert resolve_quantization("auto", "cpu") == "int8"
+    assert resolve_quantization(" AUTO ", torch.device("cpu")) == "int8"
+    assert resolve_quantization("auto", "cuda:1") == "none"
+    assert [resolve_quantization(q, "cpu") for q in ("none", "int8", "nf4", None)] == ["none", "int8", "nf4", "none"]

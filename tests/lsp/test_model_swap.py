@@ -39,6 +39,11 @@ def environment(tmp_path, gate=None):
     return env
 
 
+def shown(model) -> str:
+    """How the server names a served local model on this CPU: "auto" holds it in int8."""
+    return f"{model} (int8)"
+
+
 def answered_by(session, model) -> int:
     """How many completions ``model`` has answered so far."""
     return session.log_text().count(f"completing with {model}\n")
@@ -71,7 +76,7 @@ async def test_the_old_model_answers_during_a_reload(options, other_tiny_model, 
 
         during = await session.status("during")
         assert during["state"] == "loading"
-        assert during["serving"] == old and during["loading"] == new and during["model"] == new
+        assert during["serving"] == shown(old) and during["loading"] == new and during["model"] == new
         assert (await session.inline(URI, 1, 11)).items
         assert answered_by(session, old) == 2 and answered_by(session, new) == 0
         session.configure({"sparsity": 0})  # applied to the serving model, without waiting for the load
@@ -80,7 +85,7 @@ async def test_the_old_model_answers_during_a_reload(options, other_tiny_model, 
         gate.touch()
         await session.wait_for_model(count=2)
         after = await session.status("after")
-        assert after["state"] == "ready" and after["serving"] == after["model"] == new
+        assert after["state"] == "ready" and after["serving"] == shown(new) and after["model"] == new
         assert after["loading"] is None and after["error"] is None
         assert (await session.inline(URI, 1, 11)).items
         assert answered_by(session, new) == 1 and answered_by(session, old) == 2
@@ -98,10 +103,10 @@ async def test_a_failed_reload_keeps_the_old_model_and_says_why(options, log_fil
 
         [error] = session.client.errors_shown()
         assert f"model path {missing} does not exist" in error  # the reason
-        assert error.endswith(f"; still using {old}")
-        assert f"failed; still using {old}" in progress_ends(session.client)
+        assert error.endswith(f"; still using {shown(old)}")
+        assert f"failed; still using {shown(old)}" in progress_ends(session.client)
         result = await session.status("failed")
-        assert result["state"] == "ready" and result["serving"] == result["model"] == old
+        assert result["state"] == "ready" and result["serving"] == shown(old) and result["model"] == old
         assert result["error"] == error and result["loading"] is None
         assert (await session.inline(URI, 1, 11)).items
         assert answered_by(session, old) == 1
@@ -126,10 +131,10 @@ async def test_a_change_to_a_corrupt_model_keeps_the_old_one_and_says_what_faile
 
             error = session.client.errors_shown()[-1]
             assert error.startswith(f"tealtab: could not load {model}: {reason}") and "\n" not in error
-            assert error.endswith(f"; still using {old}") and "Traceback" not in error
-            assert progress_ends(session.client)[-1] == f"failed; still using {old}"
+            assert error.endswith(f"; still using {shown(old)}") and "Traceback" not in error
+            assert progress_ends(session.client)[-1] == f"failed; still using {shown(old)}"
             result = await session.status(f"failed-{count}")
-            assert result["state"] == "ready" and result["serving"] == old and result["error"] == error
+            assert result["state"] == "ready" and result["serving"] == shown(old) and result["error"] == error
             assert (await session.inline(URI, 1, 11)).items
             assert answered_by(session, old) == count - 1
         assert len(session.client.errors_shown()) == 2
@@ -147,13 +152,13 @@ async def test_a_superseded_load_is_not_swapped_in(options, other_tiny_model, th
         await held(session, last)
         assert f"dropping {dropped}: a newer load superseded it" in session.log_text()
         during = await session.status("during")
-        assert during["serving"] == old and during["loading"] == last
+        assert during["serving"] == shown(old) and during["loading"] == last
         assert (await session.inline(URI, 1, 11)).items and answered_by(session, old) == 1
 
         gate.touch()
         await session.client.wait_for(lambda: any(last in m for m in session.client.ready_models()))
         after = await session.status("after")
-        assert after["state"] == "ready" and after["serving"] == last
+        assert after["state"] == "ready" and after["serving"] == shown(last)
         assert (await session.inline(URI, 1, 11)).items
         assert answered_by(session, last) == 1 and answered_by(session, dropped) == 0
         assert not any(dropped in m for m in session.client.ready_models())

@@ -8,6 +8,8 @@ def test_defaults():
     assert (settings.candidates, settings.max_new_tokens, settings.temperature) == (3, 128, 0.2)
     assert settings.token_alignment and settings.enable and settings.context_tokens is None
     assert settings.language_enabled("python")
+    assert settings.quantization == "auto"  # int8 on the CPU, none on a GPU (engine.loading)
+    assert parse_settings({"quantization": "None"})[0].quantization == "none"
 
 
 def test_all_keys():
