@@ -98,8 +98,9 @@ int tealtab_rope_qkv(const float *qkv, const float *cs, const float *sn, const f
  * probability (logsumexp). On 2 cores torch's argmax took ~450 us and its
  * logsumexp ~150 us a row, several percent of the step. Here each row is cut
  * into fixed chunks of STAT_CHUNK (parts for cpu_pool.c), each chunk keeps
- * its max, the first index of it and sum(exp(x - max)), and the chunks merge
- * in order: the result does not depend on the thread count. exp is a
+ * its max and sum(exp(x - max)), and the chunks merge in order (the argmax
+ * is then sought in the first chunk holding the max): the result does not
+ * depend on the thread count. exp is a
  * polynomial (relative error ~2e-7) on 16 lanes, as glibc's scalar expf
  * would take milliseconds a row. */
 typedef void (*tealtab_part_fn)(void *ctx, int64_t part);
@@ -199,14 +200,7 @@ static inline vf16 gate16(vf16 x, int gelu) {
     const vf16 z = gelu ? (x + x * x * x * 0.044715f) * 1.5957691216057308f : x;
     const vf16 e = exp_nonpositive(max16(zero - z, z) * -1.0f); /* exp(-|z|) */
     const vf16 one = zero + 1.0f;
-    const vi16 pos = z >= 0.0f;
-    vi16 ob, eb;
-    __builtin_memcpy(&ob, &one, sizeof ob);
-    __builtin_memcpy(&eb, &e, sizeof eb);
-    ob = (ob & pos) | (eb & ~pos);
-    vf16 num;
-    __builtin_memcpy(&num, &ob, sizeof num);
-    return x * (num / (one + e));
+    return x * (select16(z >= 0.0f, one, e) / (one + e));
 }
 
 /* h [rows][2 inter] = gate | up -> out [rows][inter] = act(gate) * up;

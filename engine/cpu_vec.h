@@ -10,15 +10,18 @@
 typedef float vf16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-static inline vf16 max16(vf16 a, vf16 b) { /* lanes of a where a > b, else b (vmaxps) */
-    const vi16 gt = a > b;
+/* Lanes of a where mask (a comparison's all-ones lanes), else of b. */
+static inline vf16 select16(vi16 mask, vf16 a, vf16 b) {
     vi16 ai, bi;
     __builtin_memcpy(&ai, &a, sizeof ai);
     __builtin_memcpy(&bi, &b, sizeof bi);
-    ai = (ai & gt) | (bi & ~gt);
+    ai = (ai & mask) | (bi & ~mask);
     __builtin_memcpy(&a, &ai, sizeof a);
     return a;
 }
+
+/* Lanes of a where a > b, else of b (vmaxps; a NaN in a gives b, one in b stays). */
+static inline vf16 max16(vf16 a, vf16 b) { return select16(a > b, a, b); }
 
 /* exp(y) for y <= 0; below -87 it gives exp(-87) ~ 1.6e-38 instead (a sum of
  * 2^18 such terms stays below 1e-32, nothing beside the max's own 1). NaN
