@@ -78,6 +78,8 @@ def run_doctor(settings=None) -> int:
         ok = False
     _line("default device", device)
     _line("default model", loading.default_model("auto"))
+    if not device.startswith("unusable"):
+        _line("quantization", f'setting default "auto": {loading.resolve_quantization("auto", device)} on {device}')
     _sparsity_report(loading, loading.default_model("auto"))
     return 0 if ok else 1
 

@@ -77,6 +77,8 @@ def test_doctor_reports_the_setup():
         assert field in result.stdout
     calibration = next(line for line in result.stdout.splitlines() if line.strip().startswith("calibration"))
     assert "calibrated level" in calibration or "not calibrated" in calibration or "looked up" in calibration
+    quantization = next(line for line in result.stdout.splitlines() if line.startswith("quantization"))
+    assert 'default "auto": int8 on cpu' in quantization or 'default "auto": none on cuda' in quantization
 
 
 def test_sparsity_argument():
