@@ -248,29 +248,9 @@ def int8_block_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, o
 
     ``outliers`` (bf16, :func:`outlier_blocks`' layout) and ``outlier_cols`` (int64 [k]): the
     int8 head's columns kept in bf16 (its codes hold 0 there), added in the same pass.
+    A matrix multiplied again and again is better served by a :class:`BlockProduct` of it.
     """
-    lib = _lib or _declare()
-    rows, d = x.shape
-    blocks = codes.shape[0]
-    if codes.shape[1] != d or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK or not 1 <= rows <= MAX_ROWS:
-        raise ValueError(f"{rows} rows of {d} columns and {out_features} outputs are asked for; the codes hold "
-                         f"{codes.shape[1]} columns and {blocks} blocks of {BLOCK} (rows 1..{MAX_ROWS})")
-    if x.dtype is not torch.float32 or not x.is_contiguous():
-        x = x.to(torch.float32).contiguous()
-    ol = xc = None
-    k = 0
-    if outliers is not None:
-        k = outlier_cols.numel()
-        if outliers.shape != (blocks, k, BLOCK) or outliers.dtype != torch.bfloat16 or not outliers.is_contiguous():
-            raise ValueError(f"outliers {tuple(outliers.shape)} {outliers.dtype} are not {blocks} blocks of {k} "
-                             f"bf16 columns")
-        xc = x.index_select(1, outlier_cols)
-        ol = outliers.data_ptr()
-    out = torch.empty(rows, out_features, dtype=torch.float32)
-    parts = min(cpu_rows._threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
-    lib.tealtab_i8_head_rows_par(x.data_ptr(), rows, d, codes.data_ptr(), scale.data_ptr(), blocks, out.data_ptr(),
-                                 out_features, out_features, parts, ol, None if xc is None else xc.data_ptr(), k)
-    return out
+    return BlockProduct(codes, scale, out_features, outliers, outlier_cols)(x)
 
 
 class BlockProduct:
