@@ -9,7 +9,10 @@ instead of dozens of PyTorch operators (benchmarks/step_ops.py counts 70
 operators per layer in Gemma 3's step, 4 of them matmuls), each with its
 own dispatch cost however little data it touches;
 benchmarks/decode.py reports the step time with and without
-(results/decode-cpu8-2026-11-24.json: 1.10-1.14x).
+(results/decode-cpu8-2026-11-24.json: 1.10-1.14x). Also here: the gated
+activation in one call, the decode attention (cpu_attention.c, addressed
+once per step by BoundAttention), and the sampler's argmax and logsumexp
+over a row of logits (argmax_lse); benchmarks/step_parts.py times each.
 """
 
 from __future__ import annotations
