@@ -326,6 +326,8 @@ def load() -> bool:
             lib.tealtab_sparse_rows.restype = ctypes.c_int
             lib.tealtab_sparse_rows_all.argtypes = [ptr, ptr, ptr, i64, ptr, i64, i64]
             lib.tealtab_sparse_rows_all.restype = ctypes.c_int
+            lib.tealtab_sparse_rows_call.argtypes = [ptr, i64, i64, i64, ptr, ptr, i64, i64, ptr, ptr, ptr, i64, i64]
+            lib.tealtab_sparse_rows_call.restype = i64
             lib.tealtab_rows_packed_par.argtypes = [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64]
             lib.tealtab_rows_packed_par.restype = ctypes.c_int
             # cpu_attention.c (engine/cpu_fused.py)

@@ -332,3 +332,16 @@ int tealtab_sparse_rows_all(const void *scratch, const uint16_t *p, const int64_
     tealtab_parallel(sparse_part, &j, parts);
     return 0;
 }
+
+/* tealtab_sparse_prepare, then every part of the product over the pool, in
+ * one call (one ctypes crossing a product instead of two; cpu_quant.c's
+ * tealtab_i8_rows_call does the same for int8). Returns the part count, or
+ * tealtab_sparse_prepare's refusal. */
+int64_t tealtab_sparse_rows_call(const float *x, int64_t n, int64_t d, int64_t n_seg, const int64_t *seg_blocks,
+                                 const float *thr, int64_t max_parts, int64_t min_work, void *scratch,
+                                 const uint16_t *p, float *out, int64_t ld_out, int64_t n_out) {
+    int64_t parts = tealtab_sparse_prepare(x, n, d, n_seg, seg_blocks, thr, max_parts, min_work, scratch);
+    if (parts < 1) return parts;
+    if (parts == 1) return tealtab_sparse_rows(scratch, p, seg_blocks, 0, out, ld_out, n_out) ? -1 : 1;
+    return tealtab_sparse_rows_all(scratch, p, seg_blocks, parts, out, ld_out, n_out) ? -1 : parts;
+}

@@ -148,16 +148,13 @@ def sparse_rows_times_weight(x: torch.Tensor, packed_t: torch.Tensor, out_featur
     size = _scratch_sizes.get((rows, d, segs.count, threads)) or _scratch_size(rows, d, segs.count, threads)
     scratch = _scratch(size)
     out = torch.empty(rows, out_features, dtype=torch.float32)
-    lib, sp, wp, bp, op = cpu_rows._lib, scratch.data_ptr(), packed_t.data_ptr(), segs.bounds_ptr, out.data_ptr()
-    parts = lib.tealtab_sparse_prepare(x.data_ptr(), rows, d, segs.count, bp, segs.thresholds_ptr,
-                                       threads, SPLIT_MIN_WORK, sp)
+    # The active lists, then the product (over cpu_pool.c's workers where it is split), in one call.
+    parts = cpu_rows._lib.tealtab_sparse_rows_call(
+        x.data_ptr(), rows, d, segs.count, segs.bounds_ptr, segs.thresholds_ptr, threads, SPLIT_MIN_WORK,
+        scratch.data_ptr(), packed_t.data_ptr(), out.data_ptr(), out_features, out_features)
     if parts < 1:
         raise ValueError(f"the sparse kernel takes 1..{MAX_ROWS} rows, got {rows}")
     _last = (scratch, segs.count)
-    if parts == 1:
-        lib.tealtab_sparse_rows(sp, wp, bp, 0, op, out_features, out_features)
-    else:  # over cpu_pool.c's workers
-        lib.tealtab_sparse_rows_all(sp, wp, bp, parts, op, out_features, out_features)
     return out
 
 

@@ -169,7 +169,7 @@ def test_the_portable_build_keeps_the_order(tmp_path, monkeypatch):
     if lib.tealtab_rows_isa() != b"portable":
         pytest.skip("the compiler's default target has AVX2 and FMA")
     for name in ("tealtab_rows_packed", "tealtab_sparse_scratch_bytes", "tealtab_sparse_prepare",
-                 "tealtab_sparse_rows"):
+                 "tealtab_sparse_rows", "tealtab_sparse_rows_all", "tealtab_sparse_rows_call"):
         getattr(lib, name).argtypes = getattr(cpu_rows._lib, name).argtypes
         getattr(lib, name).restype = getattr(cpu_rows._lib, name).restype
     monkeypatch.setattr(cpu_rows, "_lib", lib)
