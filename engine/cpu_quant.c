@@ -560,18 +560,28 @@ int tealtab_i8_head_rows_par(const float *x, int64_t n, int64_t d, const int8_t 
     return 0;
 }
 
-/* Rows ids [n] of the int8 head's dequantized W, fp32 [n][d]. Returns 0, or
- * -1 (nothing written) for an id outside [0, n_out). */
+/* Rows ids [n] of the int8 head's dequantized W, fp32 [n][d]; where ol is
+ * given, the head's k_ol outlier columns cols (bf16, [blocks][k_ol][16]) in
+ * place. Returns 0, or -1 (nothing written) for an id outside [0, n_out) or
+ * a column outside [0, d). */
 int tealtab_i8_head_gather(const int8_t *codes, const float *scale, int64_t d, int64_t n_out, const int64_t *ids,
-                           int64_t n, float *out) {
+                           int64_t n, float *out, const uint16_t *ol, const int64_t *cols, int64_t k_ol) {
     for (int64_t i = 0; i < n; ++i)
         if (ids[i] < 0 || ids[i] >= n_out) return -1;
+    for (int64_t c = 0; ol && c < k_ol; ++c)
+        if (cols[c] < 0 || cols[c] >= d) return -1;
     for (int64_t i = 0; i < n; ++i) {
         const int64_t id = ids[i];
         const int8_t *p = codes + (id / BLOCK) * d * BLOCK + id % BLOCK;
         const float s = scale[id];
         float *o = out + i * d;
         for (int64_t k = 0; k < d; ++k) o[k] = (float)p[k * BLOCK] * s;
+        /* The head's outlier columns (tealtab_i8_head_rows' ol layout), in place of the codes' zeros. */
+        const uint16_t *q = ol ? ol + (id / BLOCK) * k_ol * BLOCK + id % BLOCK : 0;
+        for (int64_t c = 0; ol && c < k_ol; ++c) {
+            const uint32_t u = (uint32_t)q[c * BLOCK] << 16;
+            memcpy(o + cols[c], &u, sizeof u);
+        }
     }
     return 0;
 }

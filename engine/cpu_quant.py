@@ -63,7 +63,7 @@ def _declare_on(lib: ctypes.CDLL) -> ctypes.CDLL:
                             ("tealtab_i8_head_rows", [ptr, i64, i64, ptr, ptr, i64, i64, ptr, i64, i64, ptr, ptr, i64], c_int),
                             ("tealtab_i8_head_rows_par", [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, i64, ptr, ptr, i64],
                              c_int),
-                            ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr], c_int),
+                            ("tealtab_i8_head_gather", [ptr, ptr, i64, i64, ptr, i64, ptr, ptr, ptr, i64], c_int),
                             ("tealtab_i8_dequant_t", [ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_nf4_dequant_t", [ptr, ptr, ptr, i64, i64, i64, i64, ptr], c_int),
                             ("tealtab_quant_isa", [], ctypes.c_char_p)):
@@ -319,21 +319,31 @@ def _destination(out: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor
 
 
 def int8_block_gather(codes: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor, out_features: int,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
+                      out: torch.Tensor | None = None, outliers: torch.Tensor | None = None,
+                      outlier_cols: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``ids`` (int64 [n]) of the dequantized W [out, in] of :func:`int8_blocks`' layout,
     fp32 [n, in] (the tied embedding's lookup; all rows: a prefill's W), written into ``out``
-    (a reused fp32 buffer) where given. Raises IndexError for an id out of range."""
+    (a reused fp32 buffer) where given; with ``outliers`` (:func:`outlier_blocks`) and
+    ``outlier_cols``, the int8 head's bf16 columns in place. Raises IndexError for an id
+    (or an outlier column) out of range."""
     lib = _lib or _declare()
     ids = ids.to(torch.int64).contiguous().view(-1)
     n, d = ids.numel(), codes.shape[1]
     out = _destination(out, n, d)
     fn, cp, sp, ip, op = lib.tealtab_i8_head_gather, codes.data_ptr(), scale.data_ptr(), ids.data_ptr(), out.data_ptr()
+    extra: tuple = (None, None, 0)
+    if outliers is not None:
+        cols = outlier_cols.to(torch.int64).contiguous()
+        if outliers.shape != (codes.shape[0], cols.numel(), BLOCK) or outliers.dtype != torch.bfloat16:
+            raise ValueError(f"outliers {tuple(outliers.shape)} {outliers.dtype} do not fit the codes")
+        outliers = outliers.contiguous()
+        extra = (outliers.data_ptr(), cols.data_ptr(), cols.numel())
     # Many rows (a prefill's slice of the head): split over threads by id ranges.
     parts = max(1, min(cpu_rows._threads, n)) if n * d >= DEQUANT_SPLIT else 1
     bounds = [n * i // parts for i in range(parts + 1)]
     futures = [cpu_rows._pool.submit(fn, cp, sp, d, out_features, ip + 8 * bounds[i], bounds[i + 1] - bounds[i],
-                                     op + 4 * d * bounds[i]) for i in range(1, parts)]
-    bad = fn(cp, sp, d, out_features, ip, bounds[1], op)
+                                     op + 4 * d * bounds[i], *extra) for i in range(1, parts)]
+    bad = fn(cp, sp, d, out_features, ip, bounds[1], op, *extra)
     bad |= any(f.result() for f in futures)
     if bad:
         raise IndexError(f"row ids must be in [0, {out_features})")

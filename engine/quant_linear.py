@@ -165,6 +165,10 @@ class QuantLinear(nn.Module):
         """Rows ``ids`` of the codes' weight -> with the outlier columns and exact rows in place."""
         if self.outliers is not None:
             out[:, self.outlier_cols] = self._outlier_rows(ids).to(out.dtype)
+        return self._patch_exact_rows(ids, out)
+
+    def _patch_exact_rows(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the weight -> with the exact rows (fp32) in place."""
         for j, token in enumerate(self._exact):
             hit = ids == token
             if out.device.type == "cpu":  # in place, and only where the token is looked up
@@ -237,7 +241,11 @@ class QuantLinear(nn.Module):
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the dequantized weight, fp32 [len(ids), in] (the tied embedding's lookup)."""
-        if self.kind == "cpu" and (self.head or (self._blocked and self.fmt == "int8")):
+        if self.kind == "cpu" and self.head:  # the outlier columns written by the gather itself
+            out = cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out,
+                                              outliers=self.outliers, outlier_cols=self.outlier_cols)
+            return self._patch_exact_rows(ids, out)
+        if self.kind == "cpu" and self._blocked and self.fmt == "int8":
             out = cpu_quant.int8_block_gather(self.codes, self.scales, ids.to(torch.int64), self._out)
         elif self.fmt == "int8" and self.kind == "torch":
             out = self.codes.index_select(0, ids).float() * (self.scales.index_select(0, ids) / 127.0)[:, None]
