@@ -155,16 +155,11 @@ class QuantLinear(nn.Module):
             self.exact_rows = _tensor(q.exact_rows.float().to(device))
             self._exact = [int(i) for i in q.exact_ids]
 
-    def _outlier_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """The outlier columns of rows ``ids``, fp32 [len(ids), k]."""
-        if self.kind == "cpu":  # [blocks, k, 16]
-            return self.outliers[ids // cpu_quant.BLOCK, :, ids % cpu_quant.BLOCK].float()
-        return self.outliers.index_select(0, ids).float()
-
     def _patch_rows(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Rows ``ids`` of the codes' weight -> with the outlier columns and exact rows in place."""
+        """Rows ``ids`` of the codes' weight -> with the outlier columns ([out, k]: not the CPU
+        layout, whose gather writes them) and exact rows in place."""
         if self.outliers is not None:
-            out[:, self.outlier_cols] = self._outlier_rows(ids).to(out.dtype)
+            out[:, self.outlier_cols] = self.outliers.index_select(0, ids).to(out.dtype)
         return self._patch_exact_rows(ids, out)
 
     def _patch_exact_rows(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -180,13 +175,10 @@ class QuantLinear(nn.Module):
 
     def _patch_products(self, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x2 [rows, in] @ the codes' W^T = y [rows, out] -> with the outlier columns' product
-        added and the exact rows' outputs replaced (the CPU kernel adds the outliers itself)."""
+        added and the exact rows' outputs replaced (CUDA: the CPU kernel adds the outliers itself)."""
         if self.outliers is not None:
             xc = x2.index_select(-1, self.outlier_cols)
-            if self.kind == "cpu":
-                y += (xc.float() @ self._outlier_rows(torch.arange(self._out)).t()).to(y.dtype)
-            else:
-                y += (xc.to(self.outliers.dtype) @ self.outliers.t()).to(y.dtype)
+            y += (xc.to(self.outliers.dtype) @ self.outliers.t()).to(y.dtype)
         return self._patch_exact(x2, y)
 
     def _patch_exact(self, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -320,26 +312,22 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        product = self._product
-        if product is not None and rows <= MAX_ROWS and x.dtype is torch.float32:
-            # The decode hot path (CPU int8 output blocks, made by the branch below on first use,
-            # dropped on any layout change): a few microseconds less per call, 72 calls a step.
+        if rows <= MAX_ROWS and self.kind == "cpu" and (self.head or (self._blocked and self.fmt == "int8")):
+            # The decode hot path, 72 calls a step and the head's: int8 in output blocks through
+            # the product prepared once per layout (dense only: TEAL swaps to input-major).
             x2 = x.reshape(rows, -1)
-            y = product(x2)
+            y = self._block_product()(x2)
             if self.head:
                 y = self._patch_exact(x2, y)
             y = y.view(*x.shape[:-1], self._out)
-            return y if self.bias is None else y + self.bias
+            y = y if self.bias is None else y + self.bias
+            return y if x.dtype is torch.float32 else y.to(x.dtype)
         mode = current_phase()
         sparse = mode != "prefill" and self.sparse
-        if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self.head or self._blocked):
+        if self.kind == "cpu" and rows <= MAX_ROWS and (self._segs is not None or self._blocked):
             x2 = x.reshape(rows, -1)
-            if self.head:
-                y = self._patch_exact(x2, self._block_product()(x2))
-            elif self._blocked and self.fmt == "bf16":
+            if self._blocked:  # the bf16 weights the int8 plan keeps, dense
                 y = cpu_rows.rows_times_weight(x2, self.codes, self._out)
-            elif self._blocked:
-                y = self._block_product()(x2)
             else:
                 segs = self._segs if sparse else self._dense_segs
                 if self.fmt == "int8":
