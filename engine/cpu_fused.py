@@ -118,11 +118,16 @@ def decode_attention(q: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Te
     rc = cpu_rows.library().tealtab_decode_attention(
         q.data_ptr(), prompt_k.data_ptr(), prompt_v.data_ptr(), p_len, prompt_k.stride(0), gen_k.data_ptr(),
         gen_v.data_ptr(), gen_start, g_len, gen_k.stride(0), gen_k.stride(1), n, h, hkv, d, scale, out.data_ptr())
+    _attention_done(rc, f"q {tuple(q.shape)} over {p_len} + {g_len - gen_start} rows")
+    return out
+
+
+def _attention_done(rc: int, what: str) -> None:
+    """Raise for tealtab_decode_attention's refusals: -2 no scratch memory, else a shape."""
     if rc == -2:
         raise MemoryError("decode attention: no memory for its scratch")
     if rc:
-        raise ValueError(f"decode attention refused q {tuple(q.shape)} over {p_len} + {g_len - gen_start} rows")
-    return out
+        raise ValueError(f"decode attention refused {what}")
 
 
 class BoundAttention:
@@ -179,10 +184,7 @@ class BoundAttention:
             q.data_ptr(), self.pk + p_base, self.pv + p_base, self.prompt_len - start, self.p_head,
             self.gk + g_base, self.gv + g_base, g_lo, self.step + 1, self.g_cand, self.g_head, n, h, self.hkv, d,
             self.scale, out.data_ptr())
-        if rc == -2:
-            raise MemoryError("decode attention: no memory for its scratch")
-        if rc:
-            raise ValueError(f"decode attention refused layer {layer} at step {self.step}")
+        _attention_done(rc, f"layer {layer} at step {self.step}")
         return out
 
 
