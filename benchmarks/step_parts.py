@@ -11,7 +11,10 @@ layer), the norms, the gated activation, the embedding lookup, the rest of
 the step (Python's dispatch of 18 layers), and the loop around the step
 (sampling and the host's bookkeeping). Timers add a little to each call, so
 the parts sum to slightly more than an untimed step; compare settings, not
-absolute numbers. Also the sampler's row statistics alone: torch's argmax
+absolute numbers. The parts are timed on fused_step's Python step (the
+prepared step, engine/cpu_step.py, makes the same C calls without the
+Python between them, and has no module calls to time); the last line is the
+whole loop with the prepared step, as the server runs it, untimed. Also the sampler's row statistics alone: torch's argmax
 and logsumexp against the C pass (cpu_fused.argmax_lse) over one row of
 262144 logits.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import os
 import statistics
 import sys
 import textwrap
@@ -73,10 +77,12 @@ def measure(setting: str, tokens: int, rounds: int) -> dict:
         return ops
 
     cpu_fused.load_kernels = timed_kernels
+    os.environ["TEALTAB_PREPARED_STEP"] = "0"  # the parts' modules are called from Python
     try:
         backend = load_backend("builtin:gemma-3-270m", device="cpu", quantization=setting)
     finally:
         cpu_fused.load_kernels = load_kernels
+        del os.environ["TEALTAB_PREPARED_STEP"]
     model = backend.model
     for block in model.blocks:
         for name in ("wqkv", "wo", "w13", "w2"):
@@ -97,12 +103,13 @@ def measure(setting: str, tokens: int, rounds: int) -> dict:
     fused_step.fused_logits = timed_step
     source = Path(textwrap.__file__).read_text()[:3000]
     ids = [backend.bos_id] + backend.tokenize(source)
+    request = GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=tokens, temperature=0)
     runs = []
     try:
         for _ in range(rounds + 1):  # the first warms the caches
             times.clear()
             backend.reset_cache()
-            result = backend.generate(GenerationRequest(prompt_ids=ids, n=1, max_new_tokens=tokens, temperature=0))
+            result = backend.generate(request)
             steps = result.decode_steps
             parts = {k: v * 1000 / steps for k, v in times.items()}
             parts["decode (whole loop)"] = result.decode_ms / steps
@@ -110,6 +117,12 @@ def measure(setting: str, tokens: int, rounds: int) -> dict:
     finally:
         fused_step.fused_logits = step
     runs = runs[1:]
+    decoder = backend._generator.decoder
+    decoder.prepared = decoder.ops is not None
+    for run in runs:
+        backend.reset_cache()
+        result = backend.generate(request)
+        run["decode, prepared step (whole loop)"] = result.decode_ms / result.decode_steps
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     known = sum(v for k, v in median.items() if k not in ("step", "decode (whole loop)"))
     median["rest of the step"] = median["step"] - known
@@ -141,7 +154,8 @@ def sampler(reps: int = 200) -> dict:
 
 
 ORDER = ("wqkv", "wo", "w13", "w2", "LM head", "attention", "norms", "gated activation", "embedding",
-         "rest of the step", "step", "loop around the step", "decode (whole loop)")
+         "rest of the step", "step", "loop around the step", "decode (whole loop)",
+         "decode, prepared step (whole loop)")
 
 
 def main() -> None:
@@ -155,9 +169,9 @@ def main() -> None:
 
     return_freed_memory()
     results = {setting: measure(setting, args.tokens, args.rounds) for setting in args.settings}
-    print(f"{'ms per decode step':24}" + "".join(f"{s:>10}" for s in args.settings))
+    print(f"{'ms per decode step':36}" + "".join(f"{s:>10}" for s in args.settings))
     for part in ORDER:
-        print(f"{part:24}" + "".join(f"{results[s]['ms_per_step'].get(part, 0.0):10.2f}" for s in args.settings))
+        print(f"{part:36}" + "".join(f"{results[s]['ms_per_step'].get(part, 0.0):10.2f}" for s in args.settings))
     stats = sampler()
     print("\nsampler, one row of 262144 logits:", ", ".join(f"{k} {v:.0f} us" for k, v in stats.items()))
     report = {"benchmark": "step_parts", "date": datetime.date.today().isoformat(), "machine": cpu_name(),

@@ -172,20 +172,28 @@ class BoundAttention:
                 or sin.numel() != d):
             raise ValueError(f"qkv {tuple(qkv.shape)} does not fit the bound attention")
         qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
-        q = torch.empty(n, h, 1, d)
+        q, out = torch.empty(n, h, 1, d), torch.empty(n, h, 1, d)
+        self.into(layer, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), _ptr(q_weight), _ptr(k_weight), eps,
+                  sliding, q.data_ptr(), out.data_ptr())
+        return out
+
+    def into(self, layer: int, qkv: int, cos: int, sin: int, q_weight: int | None, k_weight: int | None,
+             eps: float, sliding: bool, q: int, out: int) -> None:
+        """:meth:`__call__` on addresses: qkv [n, (H + 2 Hkv) D], cos and sin [D], the norms'
+        weights [D] (or None), the scratch q and the output [n, H, D], all fp32 and contiguous,
+        unchecked (the prepared decode step, cpu_step.py, checks them once)."""
+        n, h, d = self.n, self.h, self.d
         g_base = layer * self.g_layer
-        self.lib.tealtab_rope_qkv(
-            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), _ptr(q_weight), _ptr(k_weight), eps, n, h, self.hkv, d,
-            q.data_ptr(), self.gk + g_base + self.slot, self.gv + g_base + self.slot, self.g_cand, self.g_head)
+        self.lib.tealtab_rope_qkv(qkv, cos, sin, q_weight, k_weight, eps, n, h, self.hkv, d, q,
+                                  self.gk + g_base + self.slot, self.gv + g_base + self.slot, self.g_cand,
+                                  self.g_head)
         start, g_lo = (self.window_start, self.gen_start) if sliding else (0, 0)
         p_base = layer * self.p_layer + start * d * 4
-        out = torch.empty(n, h, 1, d)
         rc = self.lib.tealtab_decode_attention(
-            q.data_ptr(), self.pk + p_base, self.pv + p_base, self.prompt_len - start, self.p_head,
-            self.gk + g_base, self.gv + g_base, g_lo, self.step + 1, self.g_cand, self.g_head, n, h, self.hkv, d,
-            self.scale, out.data_ptr())
-        _attention_done(rc, f"layer {layer} at step {self.step}")
-        return out
+            q, self.pk + p_base, self.pv + p_base, self.prompt_len - start, self.p_head, self.gk + g_base,
+            self.gv + g_base, g_lo, self.step + 1, self.g_cand, self.g_head, n, h, self.hkv, d, self.scale, out)
+        if rc:
+            _attention_done(rc, f"layer {layer} at step {self.step}")
 
 
 def attention_fits(cfg, n: int, rows: int) -> bool:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -387,6 +388,25 @@ def usable(weight: torch.Tensor, rows: int) -> bool:
             and weight.is_contiguous() and load())
 
 
+def bind_rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out: torch.Tensor):
+    """A call with no arguments that writes :func:`rows_times_weight` (x, packed) into
+    ``out`` [rows, out_features]: x and out fp32 and contiguous, kept alive by the caller
+    (the prepared decode step, cpu_step.py). Call only where :func:`usable` is true."""
+    rows, d = x.shape
+    blocks, out_features = packed.shape[0], out.shape[-1]
+    if (packed.shape[1] != d or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK or out.shape[0] != rows
+            or x.dtype is not torch.float32 or out.dtype is not torch.float32 or not x.is_contiguous()
+            or not out.is_contiguous()):
+        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the packed weight "
+                         f"{tuple(packed.shape)}")
+    xp, wp, op = x.data_ptr(), packed.data_ptr(), out.data_ptr()
+    parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
+    if parts == 1:
+        return functools.partial(_lib.tealtab_rows_packed, xp, rows, d, wp, 0, blocks, op, out_features, out_features)
+    return functools.partial(_lib.tealtab_rows_packed_par, xp, rows, d, wp, blocks, op, out_features, out_features,
+                             parts)
+
+
 def rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
     """x [rows, in] (up to 8 rows, any float dtype) @ W.T -> fp32 [rows, out_features],
     where ``packed`` is :func:`pack` (W).
@@ -400,11 +420,5 @@ def rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out_features: int) 
                          f"the packed weight holds {packed.shape[1]} columns and {blocks} blocks of {BLOCK}")
     x = x.to(torch.float32).contiguous()
     out = torch.empty(rows, out_features, dtype=torch.float32)
-    fn = _lib.tealtab_rows_packed
-    xp, wp, op = x.data_ptr(), packed.data_ptr(), out.data_ptr()
-    parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
-    if parts == 1:
-        fn(xp, rows, d, wp, 0, blocks, op, out_features, out_features)
-    else:  # over cpu_pool.c's workers, in runs of whole block pairs
-        _lib.tealtab_rows_packed_par(xp, rows, d, wp, blocks, op, out_features, out_features, parts)
+    bind_rows_times_weight(x, packed, out)()
     return out

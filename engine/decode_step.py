@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from tealtab.engine import cpu_fused, fused_step
+from tealtab.engine import cpu_fused, cpu_step, fused_step
 from tealtab.engine.env import env_flag
 from tealtab.engine.kv_cache import CandidateAttention, FusedEntry, KVCache, bifurcated_attention
 from tealtab.engine.linear import phase
@@ -52,12 +52,25 @@ class EagerDecoder:
         if fused and model.device.type != "cpu":
             raise ValueError("the eager fused step runs on the CPU; on CUDA, GraphDecoder fuses")
         self.ops = cpu_fused.load_kernels() if fused else None
+        # Prepared steps (cpu_step.py) by candidate count, made again for each generation
+        # (step 0): they hold the addresses of the linears' weights, which may change between.
+        self.prepared = fused and env_flag("TEALTAB_PREPARED_STEP", True)
+        self._plans: dict[int, cpu_step.StepPlan | None] = {}
 
     def __call__(self, tokens: torch.Tensor, prompt_len: int, step: int) -> torch.Tensor:
         """tokens [n] at generated index ``step`` -> logits fp32 [n, V]."""
-        positions = torch.tensor([prompt_len + step], device=tokens.device)
-        attend = CandidateAttention(self.cache, prompt_len, tokens.shape[0], step, self.ops)
+        n = tokens.shape[0]
+        attend = CandidateAttention(self.cache, prompt_len, n, step, self.ops)
         with phase("decode"):
+            if self.ops is not None and self.prepared and attend.bound is not None:
+                if step == 0:
+                    self._plans.clear()
+                if n not in self._plans:
+                    self._plans[n] = cpu_step.prepare(self.model, n)
+                plan = self._plans[n]
+                if plan is not None:
+                    return plan.logits(tokens, prompt_len + step, attend.bound)
+            positions = torch.tensor([prompt_len + step], device=tokens.device)
             if self.ops is not None:
                 return fused_step.fused_logits(self.model, tokens[:, None], positions, attend, self.ops)
             return self.model(tokens[:, None], positions, attend)

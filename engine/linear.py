@@ -94,6 +94,12 @@ class DenseLinear(nn.Module):
         """Rows ``ids`` of the weight [len(ids), in] (the LM head's allowed tokens, a tied embedding)."""
         return self.weight.index_select(0, ids)
 
+    def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
+        """A call with no arguments that writes forward(x) for x fp32 [rows, in] into ``out``
+        fp32 [rows, out] (buffers that stay put, kept alive by the caller: the prepared CPU
+        decode step, cpu_step.py), or None where this kind has no such C call."""
+        return None
+
 
 class CpuRowsLinear(DenseLinear):
     """The fp32 weight for prefill plus a bf16 copy for 1..``cpu_rows.MAX_ROWS`` rows (CPU).
@@ -126,6 +132,23 @@ class CpuRowsLinear(DenseLinear):
         if rows == 1 and not cpu_rows.is_packed(lowp):
             return dense_linear(x, lowp, self.bias_lowp)
         return dense_linear(x, self.weight, self.bias)
+
+    def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
+        if not cpu_rows.usable(self.weight_lowp, x.shape[0]):
+            return None
+        return with_bias(cpu_rows.bind_rows_times_weight(x, self.weight_lowp, out), out, self.bias)
+
+
+def with_bias(call, out: torch.Tensor, bias: torch.Tensor | None):
+    """``call`` (a bound product writing ``out``), then the bias added in place where there is one."""
+    if bias is None:
+        return call
+    bias = bias.float()
+
+    def product_and_bias() -> None:
+        call()
+        out.add_(bias)
+    return product_and_bias
 
 
 def part_segments(sizes, thresholds) -> list[tuple[int, int, float]]:

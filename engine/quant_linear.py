@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tealtab.engine import cpu_quant, cpu_rows, cpu_sparse
-from tealtab.engine.linear import current_phase, part_segments
+from tealtab.engine.linear import current_phase, part_segments, with_bias
 from tealtab.engine.quantization import QuantizedWeight
 from tealtab.kernels import quant_gemv as qg
 from tealtab.kernels.sparse_gemv import build_tile_thresholds
@@ -346,6 +346,20 @@ class QuantLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.to(x.dtype)
+
+    def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
+        """As DenseLinear.bind_rows: the dense CPU layer products in output blocks (int8, or the
+        bf16 weights the int8 plan keeps); None for the head, NF4, TEAL's input-major layout
+        (whose decode steps skip channels) and other devices."""
+        if self.kind != "cpu" or self.head or not self._blocked or self.sparse:
+            return None
+        if self.fmt == "int8":
+            call = self._block_product().bind(x, out)
+        elif cpu_rows.usable(self.codes, x.shape[0]):
+            call = cpu_rows.bind_rows_times_weight(x, self.codes, out)
+        else:
+            return None
+        return with_bias(call, out, self.bias)
 
     def _matmul(self, x: torch.Tensor, sparse: bool) -> torch.Tensor:
         """Many rows: dequantize W^T (by slices for the head) and multiply; masked per part if ``sparse``."""

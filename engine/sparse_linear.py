@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tealtab.engine import cpu_rows, cpu_sparse
-from tealtab.engine.linear import DenseLinear, current_phase, dense_linear, part_segments
+from tealtab.engine.linear import DenseLinear, current_phase, dense_linear, part_segments, with_bias
 from tealtab.kernels.sparse_gemv import MAX_ROWS, build_tile_thresholds, sparse_gemv_reference
 
 
@@ -123,6 +123,13 @@ class SparseLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.to(x.dtype)
+
+    def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
+        """As DenseLinear.bind_rows: the decode step's sparse product on the CPU (None elsewhere).
+        The thresholds are bound with it: a plan made before set_thresholds keeps the old ones."""
+        if self.kind != "cpu" or not cpu_sparse.usable(self.weight_t, x.shape[0]):
+            return None
+        return with_bias(cpu_sparse.BoundSparseRows(x, self.weight_t, out, self._segs), out, self.bias)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the logical weight [len(ids), in]."""
