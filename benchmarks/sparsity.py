@@ -5,7 +5,8 @@ sparsity levels take turns in rounds so that a slow spell of the machine hits
 all of them alike):
 - ms per decode step for n = 1 and 8 candidates;
 - the layer matmuls alone (the 4 linears of every block, inputs recorded from
-  a real decode step), beside the whole step;
+  a real decode step, each the C call the step binds: engine/cpu_step.py),
+  beside the whole step;
 - greedy tokens/s;
 - the share of input channels the union of the candidates' masks keeps at
   n = 1, 3 and 8 (a channel is read if any candidate keeps it);
@@ -82,8 +83,10 @@ def record_linear_inputs(backend, tokens, ctx: int) -> list[tuple[torch.nn.Modul
             lin = getattr(block, name)
             hooks.append(lin.register_forward_pre_hook(
                 lambda m, args, i=i, name=name: seen.append((name, i, args[0].detach().clone()))))
+    decoder = EagerDecoder(backend.model, backend.cache)
+    decoder.prepared = False  # the prepared step calls the products without the modules' hooks
     try:
-        EagerDecoder(backend.model, backend.cache)(tokens, ctx, 0)
+        decoder(tokens, ctx, 0)
     finally:
         for h in hooks:
             h.remove()
@@ -91,13 +94,28 @@ def record_linear_inputs(backend, tokens, ctx: int) -> list[tuple[torch.nn.Modul
 
 
 @torch.inference_mode()
-def layer_matmul_ms(backend, inputs) -> float:
-    """The layer linears alone on recorded inputs, in the decode phase (ms)."""
+def layer_products(backend, inputs) -> list:
+    """The layer linears' products on recorded inputs, as the decode step makes them: the
+    calls the prepared step binds (engine/cpu_step.py), or the modules in the decode phase
+    where a linear binds none."""
     blocks = backend.model.blocks
+    calls = []
+    for name, i, x in inputs:
+        lin = getattr(blocks[i], name)
+        x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+        bind = getattr(lin, "bind_rows", None)
+        call = bind(x2, torch.empty(x2.shape[0], lin.out_features)) if bind is not None else None
+        calls.append(call if call is not None else (lambda lin=lin, x=x: lin(x)))
+    return calls
+
+
+@torch.inference_mode()
+def layer_matmul_ms(calls) -> float:
+    """:func:`layer_products`, timed (ms)."""
     with phase("decode"):
         t = time.perf_counter()
-        for name, i, x in inputs:
-            getattr(blocks[i], name)(x)
+        for call in calls:
+            call()
         return (time.perf_counter() - t) * 1000
 
 
@@ -142,9 +160,10 @@ def speed(backend, cal, levels: list[float], rounds: int, steps: int, ctx: int, 
                     if s:
                         times.setdefault((config, f"step_n{n}"), []).append(ms)
                 inputs = record_linear_inputs(backend, tokens, ctx)
-                layer_matmul_ms(backend, inputs)  # warm
+                calls = layer_products(backend, inputs)
+                layer_matmul_ms(calls)  # warm
                 for _ in range(steps):
-                    times.setdefault((config, f"layers_n{n}"), []).append(layer_matmul_ms(backend, inputs))
+                    times.setdefault((config, f"layers_n{n}"), []).append(layer_matmul_ms(calls))
                 if n == 8 and config not in kept:
                     kept[config] = union_kept(backend, inputs)
             backend.reset_cache()

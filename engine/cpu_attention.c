@@ -25,6 +25,11 @@
 #include "cpu_vec.h"
 
 #define CHUNK 128
+/* Key rows prefetched this far ahead of the scoring (two rows a step). Cold
+ * caches, 4 query heads over one KV head of d = 256 (the built-in model's
+ * shape), 2 cores: 512 rows 74 -> 55 us, 2048 rows 273 -> 232 us; 8 and 16
+ * rows ahead gained less, the hardware prefetcher alone the least. */
+#define KPF 4
 #define MAX_QUERIES 128 /* candidates x query heads per KV head, in one prompt part */
 #define MAX_CHUNKS 2048 /* a query's chunks (262144 rows) */
 
@@ -144,8 +149,13 @@ static void chunk(const attn_job *a, const float *k, const float *v, int64_t t0,
         for (int64_t t = 0; t < len; t += 2) {
             float d0[4] = {0}, d1[4] = {0};
             const float *k0 = k + (t0 + t) * d, *k1 = t + 1 < len ? k0 + d : 0;
-            if (r0 == 0) /* the value rows, for the pass below: read in columns of 64, they would come a line per row */
+            if (r0 == 0) {
+                /* The value rows, for the pass below (read in columns of 64, they would come a
+                 * line per row), and the key rows KPF ahead, within the chunk. */
                 for (int64_t e = 0; e < (k1 ? 2 * d : d); e += 16) __builtin_prefetch(v + (t0 + t) * d + e, 0, 3);
+                if (t + KPF + 2 <= len)
+                    for (int64_t e = 0; e < 2 * d; e += 16) __builtin_prefetch(k + (t0 + t + KPF) * d + e, 0, 3);
+            }
             scores_n(qs, g, k0, k1, d, a->scale, d0, d1);
             for (int r = 0; r < g; ++r) {
                 s[r0 + r][t] = d0[r];

@@ -25,7 +25,6 @@ path where the kernel is unavailable.
 from __future__ import annotations
 
 import ctypes
-import functools
 import threading
 from collections.abc import Sequence
 
@@ -284,17 +283,17 @@ class BlockProduct:
 
     def bind(self, x: torch.Tensor, out: torch.Tensor):
         """A call with no arguments that writes x [rows, in] times the matrix into ``out``
-        [rows, out_features] (both fp32, contiguous, kept alive by the caller): the product
-        of a prepared decode step (cpu_step.py), whose buffers stay put. Layers only: the
-        head's outlier columns are gathered from x per call."""
+        [rows, out_features] (both fp32 and contiguous; the call holds them and this
+        product): the prepared decode step's product (cpu_step.py). Layers only: the head's
+        outlier columns are gathered from x per call."""
         rows = x.shape[0]
         if (self._outliers is not None or x.dim() != 2 or x.shape[1] != self.d or not 1 <= rows <= MAX_ROWS
                 or out.shape != (rows, self.out_features) or x.dtype is not torch.float32
                 or out.dtype is not torch.float32 or not x.is_contiguous() or not out.is_contiguous()):
             raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit this product")
         parts = self._threads if rows * self._row_work >= SPLIT_MIN_WORK else 1
-        return functools.partial(self._fn, x.data_ptr(), rows, *self._args, out.data_ptr(), self.out_features,
-                                 self.out_features, parts, None, None, 0)
+        return cpu_rows.bound_call(self._fn, x.data_ptr(), rows, *self._args, out.data_ptr(), self.out_features,
+                                   self.out_features, parts, None, None, 0, keep=(x, out, self))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [rows, in] fp32 (1..8 rows) -> fp32 [rows, out_features]."""

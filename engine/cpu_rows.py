@@ -388,10 +388,18 @@ def usable(weight: torch.Tensor, rows: int) -> bool:
             and weight.is_contiguous() and load())
 
 
+def bound_call(fn, *args: int | float | None, keep: tuple = ()) -> functools.partial:
+    """fn(*args) as a call with no arguments that holds ``keep``: the tensors whose
+    addresses are among ``args``, so that they live as long as the call does."""
+    call = functools.partial(fn, *args)
+    call.keep = keep
+    return call
+
+
 def bind_rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out: torch.Tensor):
     """A call with no arguments that writes :func:`rows_times_weight` (x, packed) into
-    ``out`` [rows, out_features]: x and out fp32 and contiguous, kept alive by the caller
-    (the prepared decode step, cpu_step.py). Call only where :func:`usable` is true."""
+    ``out`` [rows, out_features] (x and out fp32 and contiguous; the call holds them): the
+    prepared decode step's product (cpu_step.py). Call only where :func:`usable` is true."""
     rows, d = x.shape
     blocks, out_features = packed.shape[0], out.shape[-1]
     if (packed.shape[1] != d or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK or out.shape[0] != rows
@@ -401,10 +409,12 @@ def bind_rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out: torch.Ten
                          f"{tuple(packed.shape)}")
     xp, wp, op = x.data_ptr(), packed.data_ptr(), out.data_ptr()
     parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
+    keep = (x, packed, out)
     if parts == 1:
-        return functools.partial(_lib.tealtab_rows_packed, xp, rows, d, wp, 0, blocks, op, out_features, out_features)
-    return functools.partial(_lib.tealtab_rows_packed_par, xp, rows, d, wp, blocks, op, out_features, out_features,
-                             parts)
+        return bound_call(_lib.tealtab_rows_packed, xp, rows, d, wp, 0, blocks, op, out_features, out_features,
+                          keep=keep)
+    return bound_call(_lib.tealtab_rows_packed_par, xp, rows, d, wp, blocks, op, out_features, out_features, parts,
+                      keep=keep)
 
 
 def rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:

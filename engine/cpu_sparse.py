@@ -31,7 +31,6 @@ cpu_rows.rows_times_weight's bits.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Sequence
 
@@ -159,31 +158,22 @@ def sparse_rows_times_weight(x: torch.Tensor, packed_t: torch.Tensor, out_featur
     return out
 
 
-class BoundSparseRows:
+def bind_sparse_rows(x: torch.Tensor, packed_t: torch.Tensor, out: torch.Tensor, segs: Segments):
     """:func:`sparse_rows_times_weight` of x [rows, in] into ``out`` [rows, out_features]
-    (fp32, contiguous buffers that stay put: the prepared decode step, cpu_step.py) as a
-    call with no arguments, with a scratch buffer of its own; holds what it reads."""
-
-    __slots__ = ("_call", "_keep")
-
-    def __init__(self, x: torch.Tensor, packed_t: torch.Tensor, out: torch.Tensor, segs: Segments) -> None:
-        rows, d = x.shape
-        if (packed_t.shape[0] != d or packed_t.shape[1] != segs.blocks or out.shape != (rows, segs.out_features)
-                or not 1 <= rows <= MAX_ROWS or x.dtype is not torch.float32 or out.dtype is not torch.float32
-                or not x.is_contiguous() or not out.is_contiguous()):
-            raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the input-major weight "
-                             f"{tuple(packed_t.shape)}")
-        threads = cpu_rows._threads
-        scratch = torch.empty(cpu_rows._lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, threads),
-                              dtype=torch.uint8)
-        self._keep = (x, packed_t, out, segs, scratch)
-        self._call = functools.partial(
-            cpu_rows._lib.tealtab_sparse_rows_call, x.data_ptr(), rows, d, segs.count, segs.bounds_ptr,
-            segs.thresholds_ptr, threads, SPLIT_MIN_WORK, scratch.data_ptr(), packed_t.data_ptr(), out.data_ptr(),
-            segs.out_features, segs.out_features)
-
-    def __call__(self) -> None:
-        self._call()
+    (fp32 and contiguous) as a call with no arguments, with a scratch buffer of its own;
+    the call holds what it reads: the prepared decode step's product (cpu_step.py)."""
+    rows, d = x.shape
+    if (packed_t.shape[0] != d or packed_t.shape[1] != segs.blocks or out.shape != (rows, segs.out_features)
+            or not 1 <= rows <= MAX_ROWS or x.dtype is not torch.float32 or out.dtype is not torch.float32
+            or not x.is_contiguous() or not out.is_contiguous()):
+        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the input-major weight "
+                         f"{tuple(packed_t.shape)}")
+    threads = cpu_rows._threads
+    scratch = torch.empty(cpu_rows._lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, threads), dtype=torch.uint8)
+    return cpu_rows.bound_call(
+        cpu_rows._lib.tealtab_sparse_rows_call, x.data_ptr(), rows, d, segs.count, segs.bounds_ptr,
+        segs.thresholds_ptr, threads, SPLIT_MIN_WORK, scratch.data_ptr(), packed_t.data_ptr(), out.data_ptr(),
+        segs.out_features, segs.out_features, keep=(x, packed_t, out, segs, scratch))
 
 
 def last_active_counts() -> list[int]:

@@ -96,8 +96,9 @@ class DenseLinear(nn.Module):
 
     def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
         """A call with no arguments that writes forward(x) for x fp32 [rows, in] into ``out``
-        fp32 [rows, out] (buffers that stay put, kept alive by the caller: the prepared CPU
-        decode step, cpu_step.py), or None where this kind has no such C call."""
+        fp32 [rows, out] (contiguous; the call holds them and the weights it reads): the
+        prepared CPU decode step's product (cpu_step.py); None where this kind has no such
+        C call."""
         return None
 
 
@@ -148,6 +149,7 @@ def with_bias(call, out: torch.Tensor, bias: torch.Tensor | None):
     def product_and_bias() -> None:
         call()
         out.add_(bias)
+    product_and_bias.keep = getattr(call, "keep", ())  # the tensors the bound call holds
     return product_and_bias
 
 

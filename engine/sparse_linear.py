@@ -129,7 +129,7 @@ class SparseLinear(nn.Module):
         The thresholds are bound with it: a plan made before set_thresholds keeps the old ones."""
         if self.kind != "cpu" or not cpu_sparse.usable(self.weight_t, x.shape[0]):
             return None
-        return with_bias(cpu_sparse.BoundSparseRows(x, self.weight_t, out, self._segs), out, self.bias)
+        return with_bias(cpu_sparse.bind_sparse_rows(x, self.weight_t, out, self._segs), out, self.bias)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the logical weight [len(ids), in]."""

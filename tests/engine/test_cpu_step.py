@@ -8,7 +8,7 @@ import torch
 from tealtab.engine import cpu_fused, cpu_rows, cpu_step, quantization
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
-from tealtab.engine.linear import CpuRowsLinear, DenseLinear, pack_for_cpu_rows
+from tealtab.engine.linear import CpuRowsLinear, DenseLinear, pack_for_cpu_rows, phase
 from tealtab.engine.model import Transformer
 from tealtab.engine.quant_linear import QuantLinear
 from tealtab.engine.sparse_linear import SparseLinear
@@ -135,3 +135,24 @@ def test_the_plan_refuses_a_step_that_does_not_fit_it():
         plan.logits(torch.tensor([1, 2, 3]), 19, bound)
     with pytest.raises(ValueError, match="do not fit"):
         plan.logits(torch.tensor([1, 2]), 64, bound)  # past the rope tables
+
+
+@pytest.mark.parametrize("kind", ["packed", "int8", "sparse"])
+@torch.inference_mode()
+def test_a_bound_product_holds_its_buffers_and_equals_the_modules_product(kind):
+    """A bound call keeps the tensors whose addresses it holds (a caller may drop its own
+    references), and writes what the module's forward returns in the decode phase."""
+    if kind == "int8":
+        pytest.importorskip("bitsandbytes.functional")
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64)
+    lin = {"packed": lambda: CpuRowsLinear(weight, torch.randn(96)),
+           "int8": lambda: QuantLinear(quantization.quantize(weight, "int8")),
+           "sparse": lambda: SparseLinear(DenseLinear(weight), (64, 32), (0.5, 0.0))}[kind]()
+    x = torch.randn(3, 64)
+    call = lin.bind_rows(x.clone(), torch.empty(3, 96))
+    torch.randn(3, 96)  # reuse of freed memory would show here
+    call()
+    out = next(t for t in call.keep if t.shape == (3, 96))
+    with phase("decode"):
+        assert torch.equal(out, lin(x))
