@@ -234,6 +234,33 @@ def nf4_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, table: 
     return out
 
 
+def bind_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, out: torch.Tensor,
+              segs: cpu_sparse.Segments, table: torch.Tensor | None = None):
+    """:func:`int8_rows` (``table`` None) or :func:`nf4_rows` of x [rows, in] into ``out``
+    [rows, out_features] (fp32 and contiguous) as a call with no arguments, with a scratch
+    buffer of its own; the call holds what it reads: the prepared decode step's product
+    (cpu_step.py). Raises ValueError for what those two refuse."""
+    lib = _lib or _declare()
+    rows, d = x.shape
+    if (codes.shape[0] != d or codes.shape[1] != segs.blocks or out.shape != (rows, segs.out_features)
+            or not 1 <= rows <= MAX_ROWS or x.dtype is not torch.float32 or out.dtype is not torch.float32
+            or not x.is_contiguous() or not out.is_contiguous()):
+        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the codes {tuple(codes.shape)}")
+    if table is not None and (d % GROUP or table.dtype is not torch.float32 or table.numel() != 16
+                              or scales.numel() != d // GROUP * segs.blocks * BLOCK):
+        raise ValueError(f"NF4 needs in_features a multiple of {GROUP}, an fp32 table of 16 and its scales")
+    if table is None and scales.numel() != segs.blocks * BLOCK:
+        raise ValueError(f"expected {segs.blocks * BLOCK} scales (padded to whole blocks), got {scales.numel()}")
+    scratch = torch.empty(lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, cpu_rows._threads), dtype=torch.uint8)
+    head = (x.data_ptr(), rows, d, segs.count, segs.bounds_ptr, segs.thresholds_ptr, cpu_rows._threads,
+            SPLIT_MIN_WORK, scratch.data_ptr(), codes.data_ptr(), scales.data_ptr())
+    tail = (out.data_ptr(), segs.out_features, segs.out_features)
+    keep = (x, codes, scales, out, segs, scratch, table)
+    if table is None:
+        return cpu_rows.bound_call(lib.tealtab_i8_rows_call, *head, *tail, keep=keep)
+    return cpu_rows.bound_call(lib.tealtab_nf4_rows_call, *head, table.data_ptr(), *tail, keep=keep)
+
+
 def last_active_counts() -> list[int]:
     """Per segment, how many input channels the latest int8/NF4 rows call read (the rows' union)."""
     if _last is None:

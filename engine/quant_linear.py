@@ -348,15 +348,26 @@ class QuantLinear(nn.Module):
         return y.to(x.dtype)
 
     def bind_rows(self, x: torch.Tensor, out: torch.Tensor):
-        """As DenseLinear.bind_rows: the dense CPU layer products in output blocks (int8, or the
-        bf16 weights the int8 plan keeps); None for the head, NF4, TEAL's input-major layout
-        (whose decode steps skip channels) and other devices."""
-        if self.kind != "cpu" or self.head or not self._blocked or self.sparse:
+        """As DenseLinear.bind_rows: the CPU layer products as forward makes them in a decode
+        step (int8 in output blocks, or the bf16 weights the int8 plan keeps, while dense;
+        the input-major int8, bf16 and NF4 kernels with this matrix's thresholds); None for
+        the head and other devices."""
+        if self.kind != "cpu" or self.head:
             return None
-        if self.fmt == "int8":
-            call = self._block_product().bind(x, out)
-        elif cpu_rows.usable(self.codes, x.shape[0]):
-            call = cpu_rows.bind_rows_times_weight(x, self.codes, out)
+        if self._blocked:
+            if self.fmt == "int8":
+                call = self._block_product().bind(x, out)
+            elif cpu_rows.usable(self.codes, x.shape[0]):
+                call = cpu_rows.bind_rows_times_weight(x, self.codes, out)
+            else:
+                return None
+        elif self._segs is not None:
+            segs = self._segs if self.sparse else self._dense_segs
+            if self.fmt == "bf16":
+                call = cpu_sparse.bind_sparse_rows(x, self.codes, out, segs)
+            else:
+                call = cpu_quant.bind_rows(x, self.codes, self.scales, out, segs,
+                                           self.table if self.fmt == "nf4" else None)
         else:
             return None
         return with_bias(call, out, self.bias)

@@ -28,7 +28,9 @@ def _setup(family, fmt=None):
         for i, block in enumerate(model.blocks):
             for name in ("wqkv", "wo", "w13", "w2"):
                 lin = getattr(block, name)
-                kept = "bf16" if (i, name) == (0, "w13") else fmt  # as the int8 plan keeps a few matrices
+                # A few matrices in bf16, as the int8 plan keeps them; NF4 takes inputs of whole groups.
+                kept = "bf16" if (i, name) == (0, "w13") else quantization.plan(fmt, f"blocks.{i}.{name}",
+                                                                                  lin.in_features)
                 setattr(block, name, QuantLinear(quantization.quantize(lin.weight.data, kept), lin.bias))
     cache = KVCache(cfg, 20, 8, 6, torch.float32, "cpu")
     with torch.inference_mode():
@@ -45,16 +47,22 @@ def _decoders(model, cache, monkeypatch):
     return prepared, unprepared
 
 
-@pytest.mark.parametrize("fmt", [None, "int8"])
+@pytest.mark.parametrize("fmt", [None, "int8", "nf4", "int8+teal"])
 @pytest.mark.parametrize("n", [1, 3, 8])
 @pytest.mark.parametrize("family", list(CONFIGS))
 @torch.inference_mode()
 def test_the_prepared_step_gives_the_fused_steps_bits(family, n, fmt, monkeypatch):
     """Same logits and the same cache writes, bit for bit, for each family (Qwen2's QKV bias,
-    Gemma 3's sandwich norms, q/k norm and 8-token window, which the steps run past)."""
+    Gemma 3's sandwich norms, q/k norm and 8-token window, which the steps run past) and
+    each kind of linear: packed bf16, int8 (with a kept bf16 matrix), NF4, and int8 under
+    TEAL thresholds (input-major int8 and bf16)."""
     if fmt is not None:
         pytest.importorskip("bitsandbytes.functional")
-    model, cache = _setup(family, fmt)
+    model, cache = _setup(family, fmt and fmt.split("+")[0])
+    if fmt == "int8+teal":
+        for block in model.blocks:
+            for name in ("wqkv", "wo", "w13", "w2"):
+                getattr(block, name).set_thresholds((0.4,))
     prepared, unprepared = _decoders(model, cache, monkeypatch)
     tokens = torch.arange(7, 7 + n)
     for step in range(6):
@@ -111,19 +119,15 @@ def test_a_new_generation_prepares_again_after_a_linear_changes(monkeypatch):
 
 @torch.inference_mode()
 def test_linears_without_a_bound_product_keep_the_python_step(monkeypatch):
-    """TEAL's sparse layouts and unpacked dense weights have no bound C product: the step
-    stays fused_step's, with the same results as before."""
-    pytest.importorskip("bitsandbytes.functional")
-    model, cache = _setup("gemma3", "int8")
-    model.blocks[1].w2.set_thresholds((0.5,))
+    """A linear without a bound C product (an unpacked dense weight) leaves the step to
+    fused_step, with the same results."""
+    model, cache = _setup("qwen2")
+    model.blocks[1].w2 = DenseLinear(model.blocks[1].w2.weight.data)
     assert model.blocks[1].w2.bind_rows(torch.zeros(1, 96), torch.zeros(1, 64)) is None
     assert cpu_step.prepare(model, 1) is None
     prepared, unprepared = _decoders(model, cache, monkeypatch)
     assert torch.equal(prepared(torch.tensor([3]), 19, 0).clone(), unprepared(torch.tensor([3]), 19, 0))
     assert prepared._plans == {1: None}
-    model, _ = _setup("qwen2")
-    model.blocks[0].wo = DenseLinear(model.blocks[0].wo.weight.data)
-    assert cpu_step.prepare(model, 2) is None
 
 
 @torch.inference_mode()
@@ -137,18 +141,22 @@ def test_the_plan_refuses_a_step_that_does_not_fit_it():
         plan.logits(torch.tensor([1, 2]), 64, bound)  # past the rope tables
 
 
-@pytest.mark.parametrize("kind", ["packed", "int8", "sparse"])
+@pytest.mark.parametrize("kind", ["packed", "int8", "sparse", "int8+teal", "nf4"])
 @torch.inference_mode()
 def test_a_bound_product_holds_its_buffers_and_equals_the_modules_product(kind):
     """A bound call keeps the tensors whose addresses it holds (a caller may drop its own
     references), and writes what the module's forward returns in the decode phase."""
-    if kind == "int8":
+    if kind in ("int8", "int8+teal", "nf4"):
         pytest.importorskip("bitsandbytes.functional")
     torch.manual_seed(0)
     weight = torch.randn(96, 64)
     lin = {"packed": lambda: CpuRowsLinear(weight, torch.randn(96)),
            "int8": lambda: QuantLinear(quantization.quantize(weight, "int8")),
+           "int8+teal": lambda: QuantLinear(quantization.quantize(weight, "int8"), torch.randn(96)),
+           "nf4": lambda: QuantLinear(quantization.quantize(weight, "nf4")),
            "sparse": lambda: SparseLinear(DenseLinear(weight), (64, 32), (0.5, 0.0))}[kind]()
+    if kind == "int8+teal":
+        lin.set_thresholds((0.5, 0.0), (64, 32))
     x = torch.randn(3, 64)
     call = lin.bind_rows(x.clone(), torch.empty(3, 96))
     torch.randn(3, 96)  # reuse of freed memory would show here
