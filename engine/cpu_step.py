@@ -92,9 +92,10 @@ class StepPlan:
             gated = functools.partial(lib.tealtab_gated_act, g.data_ptr(), n, inter, act, m.data_ptr())
             qw = _ptr(block.q_norm.weight) if cfg.qk_norm else None
             kw = _ptr(block.k_norm.weight) if cfg.qk_norm else None
-            attention = (block.index, qkv.data_ptr(), qw, kw, eps, cfg.sliding_layers[block.index],
-                         self._q.data_ptr(), o.data_ptr())
-            self.layers.append((norm_in, wqkv, bool(block.sliding), attention, wo, norm_mid, w13, gated, w2))
+            # A sliding layer takes the local rope table and attends within the window.
+            attention = (block.index, qkv.data_ptr(), qw, kw, eps, bool(block.sliding), self._q.data_ptr(),
+                         o.data_ptr())
+            self.layers.append((norm_in, wqkv, attention, wo, norm_mid, w13, gated, w2))
             previous = _weight(block.post_mlp_norm)
         self.final_norm = functools.partial(norm, x, mlp.data_ptr(), _ptr(previous), _ptr(model.norm.weight), x, hp,
                                             n, dim, eps)
@@ -112,10 +113,10 @@ class StepPlan:
         cos_g, sin_g = model.cos.data_ptr() + offset, model.sin.data_ptr() + offset
         cos_l, sin_l = model.cos_local.data_ptr() + offset, model.sin_local.data_ptr() + offset
         into = bound.into
-        for norm_in, wqkv, local, (layer, qkv, qw, kw, eps, sliding, q, o), wo, norm_mid, w13, gated, w2 in self.layers:
+        for norm_in, wqkv, (layer, qkv, qw, kw, eps, sliding, q, o), wo, norm_mid, w13, gated, w2 in self.layers:
             norm_in()
             wqkv()
-            if local:
+            if sliding:
                 into(layer, qkv, cos_l, sin_l, qw, kw, eps, sliding, q, o)
             else:
                 into(layer, qkv, cos_g, sin_g, qw, kw, eps, sliding, q, o)

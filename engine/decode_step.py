@@ -39,7 +39,9 @@ class EagerDecoder:
 
     ``fused`` (default: on for fp32 CPU models of a family fused_step covers,
     where the C library loads; off with TEALTAB_FUSED_DECODE=0) runs
-    fused_step's forward with cpu_fused's ops instead of the model's own.
+    fused_step's forward with cpu_fused's ops instead of the model's own, and
+    where every linear binds its product, that forward prepared as bound C
+    calls (cpu_step.py; off with TEALTAB_PREPARED_STEP=0).
     """
 
     def __init__(self, model: Transformer, cache: KVCache, fused: bool | None = None) -> None:
