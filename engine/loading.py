@@ -287,7 +287,7 @@ AUTO_QUANTIZATION = "auto"
 def resolve_quantization(quantization: str | None, device: str | torch.device) -> str:
     """The weight format a quantization setting means on ``device``: "auto" is int8 on the
     CPU, where decoding is memory-bound and int8 reads half of bf16's bytes (on the built-in
-    model perplexity within 0.2% of unquantized, 1.79x its decode speed, 40% of its resident
+    model perplexity within 0.2% of unquantized, 1.91x its decode speed, 40% of its resident
     memory: benchmarks/quantization.py, benchmarks/decode.py), and unquantized on a GPU,
     whose quantized kernels (kernels/quant_gemv.py) have not been measured on one yet."""
     quantization = (quantization or "none").strip().lower()
