@@ -3,8 +3,9 @@
 fused_step.fused_logits runs a step as Python: per layer, four linear
 modules, two norms, attention and the activation, each call checking its
 arguments, allocating its output and converting a dozen arguments for ctypes.
-On the built-in model that Python costs about 2 ms of a 16 ms int8 step
-(benchmarks/step_parts.py), a share that grows as the products get faster.
+On the built-in model that Python cost about 2.7 ms of a 15.7 ms int8 token
+(benchmarks/step_parts.py: 15.71 ms against 12.96 prepared), a share that
+grows as the products get faster.
 A StepPlan does the checks and allocations once for a candidate count n:
 each product, norm and activation becomes a bound C call between fixed
 buffers, and attention (whose cache addresses change every step) takes
@@ -13,11 +14,13 @@ on the same values in the same order as fused_logits, so its logits are the
 same bits (tests/engine/test_cpu_step.py).
 
 Every linear kind binds its product through ``bind_rows`` (linear.py):
-packed bf16, int8 and the bf16 matrices the int8 plan keeps, TEAL's sparse
-bf16 rows (its thresholds bound with it). Where one returns None (NF4, int8
-under TEAL, an unpacked weight) the step stays fused_logits'. A plan holds raw addresses of the model's weights: the decoder
-makes new ones for each generation (decode_step.EagerDecoder), and the model's
-linears must not change within one (the backend's lock keeps swaps out).
+packed bf16, int8 in output blocks and the bf16 matrices the int8 plan
+keeps, the input-major int8 and NF4 kernels, TEAL's sparse bf16 rows (the
+thresholds bound with them). Where one returns None (an unpacked dense
+weight) the step stays fused_logits'. A plan holds raw addresses of the
+model's weights: the decoder makes new ones for each generation
+(decode_step.EagerDecoder), and the model's linears must not change within
+one (the backend's lock keeps swaps out).
 """
 
 from __future__ import annotations

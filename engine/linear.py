@@ -12,8 +12,9 @@ handlers do:
 Every kind has ``weight`` (the logical [out, in] matrix; a quantized kind
 dequantizes it on access), ``rows(ids)`` (rows of it: the LM head's allowed
 tokens, a tied embedding's lookup), ``bias``, ``in_features``,
-``out_features`` and ``forward(x)``. engine/quant_linear.py holds the kinds
-that keep only quantized weights.
+``out_features``, ``forward(x)`` and ``bind_rows(x, out)`` (the decode-step
+product as a bound C call between fixed buffers, or None: cpu_step.py).
+engine/quant_linear.py holds the kinds that keep only quantized weights.
 
 Prefill stays dense and decode steps may be sparse (TEAL): a decode step runs
 inside :func:`phase` ("decode"), which the decoders (decode_step.py) enter;
