@@ -193,7 +193,7 @@ def _setup(lib, x: torch.Tensor, codes: torch.Tensor, out_features: int, segment
         size = _scratch_sizes[key] = lib.tealtab_sparse_scratch_bytes(*key)
     scratch = _scratch(size)
     _last = scratch  # its header holds the segment count and the active counts
-    return x, segs, scratch.data_ptr()
+    return x, segs, scratch
 
 
 def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_features: int,
@@ -203,13 +203,12 @@ def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_fea
     cpu_sparse.sparse_rows_times_weight takes them (a Segments built once per matrix is the
     lean path). Call only where :func:`usable` is true."""
     lib = _lib or _declare()
-    x, segs, sp = _setup(lib, x, codes, out_features, segments)
+    x, segs, scratch = _setup(lib, x, codes, out_features, segments)
     if scale.numel() != segs.blocks * BLOCK:
         raise ValueError(f"expected {segs.blocks * BLOCK} scales (padded to whole blocks), got {scale.numel()}")
     out = torch.empty(x.shape[0], out_features, dtype=torch.float32)
-    cp, scp, op, bp = codes.data_ptr(), scale.data_ptr(), out.data_ptr(), segs.bounds_ptr
-    parts = lib.tealtab_i8_rows_call(x.data_ptr(), x.shape[0], x.shape[1], segs.count, bp, segs.thresholds_ptr,
-                                     cpu_rows._threads, SPLIT_MIN_WORK, sp, cp, scp, op, out_features, out_features)
+    parts = lib.tealtab_i8_rows_call(*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(), scale.data_ptr(),
+                                     out.data_ptr(), out_features, out_features)
     if parts < 1:  # the call ran every part of its split over cpu_pool.c's workers
         raise ValueError("the prepare step refused the rows")
     return out
@@ -221,14 +220,12 @@ def nf4_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, table: 
     lib = _lib or _declare()
     if x.shape[1] % GROUP or table.dtype is not torch.float32 or table.numel() != 16:
         raise ValueError(f"NF4 needs in_features a multiple of {GROUP} and an fp32 table of 16")
-    x, segs, sp = _setup(lib, x, codes, out_features, segments)
+    x, segs, scratch = _setup(lib, x, codes, out_features, segments)
     if scales.numel() != x.shape[1] // GROUP * segs.blocks * BLOCK:
         raise ValueError(f"expected [{x.shape[1] // GROUP}, {segs.blocks * BLOCK}] scales, got {tuple(scales.shape)}")
     out = torch.empty(x.shape[0], out_features, dtype=torch.float32)
-    cp, scp, tp, op, bp = codes.data_ptr(), scales.data_ptr(), table.data_ptr(), out.data_ptr(), segs.bounds_ptr
-    parts = lib.tealtab_nf4_rows_call(x.data_ptr(), x.shape[0], x.shape[1], segs.count, bp, segs.thresholds_ptr,
-                                      cpu_rows._threads, SPLIT_MIN_WORK, sp, cp, scp, tp, op, out_features,
-                                      out_features)
+    parts = lib.tealtab_nf4_rows_call(*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(),
+                                      scales.data_ptr(), table.data_ptr(), out.data_ptr(), out_features, out_features)
     if parts < 1:  # the call ran every part of its split over cpu_pool.c's workers
         raise ValueError("the prepare step refused the rows")
     return out
@@ -241,19 +238,17 @@ def bind_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, out: t
     buffer of its own; the call holds what it reads: the prepared decode step's product
     (cpu_step.py). Raises ValueError for what those two refuse."""
     lib = _lib or _declare()
-    rows, d = x.shape
-    if (codes.shape[0] != d or codes.shape[1] != segs.blocks or out.shape != (rows, segs.out_features)
-            or not 1 <= rows <= MAX_ROWS or x.dtype is not torch.float32 or out.dtype is not torch.float32
-            or not x.is_contiguous() or not out.is_contiguous()):
-        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the codes {tuple(codes.shape)}")
+    d = x.shape[1]
+    cpu_rows.check_bound_buffers(x, out, codes.shape[0], segs.out_features)
+    if codes.shape[1] != segs.blocks:
+        raise ValueError(f"the codes {tuple(codes.shape)} do not hold {segs.blocks} blocks")
     if table is not None and (d % GROUP or table.dtype is not torch.float32 or table.numel() != 16
                               or scales.numel() != d // GROUP * segs.blocks * BLOCK):
         raise ValueError(f"NF4 needs in_features a multiple of {GROUP}, an fp32 table of 16 and its scales")
     if table is None and scales.numel() != segs.blocks * BLOCK:
         raise ValueError(f"expected {segs.blocks * BLOCK} scales (padded to whole blocks), got {scales.numel()}")
-    scratch = torch.empty(lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, cpu_rows._threads), dtype=torch.uint8)
-    head = (x.data_ptr(), rows, d, segs.count, segs.bounds_ptr, segs.thresholds_ptr, cpu_rows._threads,
-            SPLIT_MIN_WORK, scratch.data_ptr(), codes.data_ptr(), scales.data_ptr())
+    scratch = cpu_sparse.own_scratch(x, segs)
+    head = (*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(), scales.data_ptr())
     tail = (out.data_ptr(), segs.out_features, segs.out_features)
     keep = (x, codes, scales, out, segs, scratch, table)
     if table is None:
@@ -313,11 +308,10 @@ class BlockProduct:
         [rows, out_features] (both fp32 and contiguous; the call holds them and this
         product): the prepared decode step's product (cpu_step.py). Layers only: the head's
         outlier columns are gathered from x per call."""
+        if self._outliers is not None:
+            raise ValueError("the head's product is not bound (its outlier columns are gathered per call)")
+        cpu_rows.check_bound_buffers(x, out, self.d, self.out_features)
         rows = x.shape[0]
-        if (self._outliers is not None or x.dim() != 2 or x.shape[1] != self.d or not 1 <= rows <= MAX_ROWS
-                or out.shape != (rows, self.out_features) or x.dtype is not torch.float32
-                or out.dtype is not torch.float32 or not x.is_contiguous() or not out.is_contiguous()):
-            raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit this product")
         parts = self._threads if rows * self._row_work >= SPLIT_MIN_WORK else 1
         return cpu_rows.bound_call(self._fn, x.data_ptr(), rows, *self._args, out.data_ptr(), self.out_features,
                                    self.out_features, parts, None, None, 0, keep=(x, out, self))

@@ -396,17 +396,26 @@ def bound_call(fn, *args: int | float | None, keep: tuple = ()) -> functools.par
     return call
 
 
+def check_bound_buffers(x: torch.Tensor, out: torch.Tensor, d: int, out_features: int) -> None:
+    """Raise ValueError unless x [rows, d] and out [rows, out_features] are fp32 and contiguous,
+    1..MAX_ROWS rows: the buffers a bound product (cpu_step.py) reads and writes."""
+    rows = x.shape[0]
+    if (x.dim() != 2 or x.shape[1] != d or out.shape != (rows, out_features) or not 1 <= rows <= MAX_ROWS
+            or x.dtype is not torch.float32 or out.dtype is not torch.float32 or not x.is_contiguous()
+            or not out.is_contiguous()):
+        raise ValueError(f"x {tuple(x.shape)} {x.dtype} and out {tuple(out.shape)} {out.dtype} are not "
+                         f"contiguous fp32 rows of {d} inputs and {out_features} outputs")
+
+
 def bind_rows_times_weight(x: torch.Tensor, packed: torch.Tensor, out: torch.Tensor):
     """A call with no arguments that writes :func:`rows_times_weight` (x, packed) into
     ``out`` [rows, out_features] (x and out fp32 and contiguous; the call holds them): the
     prepared decode step's product (cpu_step.py). Call only where :func:`usable` is true."""
     rows, d = x.shape
     blocks, out_features = packed.shape[0], out.shape[-1]
-    if (packed.shape[1] != d or not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK or out.shape[0] != rows
-            or x.dtype is not torch.float32 or out.dtype is not torch.float32 or not x.is_contiguous()
-            or not out.is_contiguous()):
-        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the packed weight "
-                         f"{tuple(packed.shape)}")
+    check_bound_buffers(x, out, packed.shape[1], out_features)
+    if not (blocks - 1) * BLOCK < out_features <= blocks * BLOCK:
+        raise ValueError(f"{out_features} outputs do not fit the packed weight's {blocks} blocks")
     xp, wp, op = x.data_ptr(), packed.data_ptr(), out.data_ptr()
     parts = min(_threads, blocks) if rows * blocks * BLOCK * d >= SPLIT_MIN_WORK else 1
     keep = (x, packed, out)

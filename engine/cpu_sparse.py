@@ -149,31 +149,41 @@ def sparse_rows_times_weight(x: torch.Tensor, packed_t: torch.Tensor, out_featur
     scratch = _scratch(size)
     out = torch.empty(rows, out_features, dtype=torch.float32)
     # The active lists, then the product (over cpu_pool.c's workers where it is split), in one call.
-    parts = cpu_rows._lib.tealtab_sparse_rows_call(
-        x.data_ptr(), rows, d, segs.count, segs.bounds_ptr, segs.thresholds_ptr, threads, SPLIT_MIN_WORK,
-        scratch.data_ptr(), packed_t.data_ptr(), out.data_ptr(), out_features, out_features)
+    parts = cpu_rows._lib.tealtab_sparse_rows_call(*prepare_args(x, segs, scratch), packed_t.data_ptr(),
+                                                   out.data_ptr(), out_features, out_features)
     if parts < 1:
         raise ValueError(f"the sparse kernel takes 1..{MAX_ROWS} rows, got {rows}")
     _last = (scratch, segs.count)
     return out
 
 
+def prepare_args(x: torch.Tensor, segs: Segments, scratch: torch.Tensor) -> tuple:
+    """tealtab_sparse_prepare's arguments for x [rows, d] (fp32, contiguous) and ``scratch``
+    (at least tealtab_sparse_scratch_bytes long): the first ones of every ``*_rows_call`` of
+    cpu_sparse.c and cpu_quant.c, over this process's threads."""
+    rows, d = x.shape
+    return (x.data_ptr(), rows, d, segs.count, segs.bounds_ptr, segs.thresholds_ptr, cpu_rows._threads,
+            SPLIT_MIN_WORK, scratch.data_ptr())
+
+
+def own_scratch(x: torch.Tensor, segs: Segments) -> torch.Tensor:
+    """A scratch buffer of its own for a bound call's prepare step over x [rows, d]."""
+    rows, d = x.shape
+    return torch.empty(cpu_rows._lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, cpu_rows._threads),
+                       dtype=torch.uint8)
+
+
 def bind_sparse_rows(x: torch.Tensor, packed_t: torch.Tensor, out: torch.Tensor, segs: Segments):
     """:func:`sparse_rows_times_weight` of x [rows, in] into ``out`` [rows, out_features]
     (fp32 and contiguous) as a call with no arguments, with a scratch buffer of its own;
     the call holds what it reads: the prepared decode step's product (cpu_step.py)."""
-    rows, d = x.shape
-    if (packed_t.shape[0] != d or packed_t.shape[1] != segs.blocks or out.shape != (rows, segs.out_features)
-            or not 1 <= rows <= MAX_ROWS or x.dtype is not torch.float32 or out.dtype is not torch.float32
-            or not x.is_contiguous() or not out.is_contiguous()):
-        raise ValueError(f"x {tuple(x.shape)} and out {tuple(out.shape)} do not fit the input-major weight "
-                         f"{tuple(packed_t.shape)}")
-    threads = cpu_rows._threads
-    scratch = torch.empty(cpu_rows._lib.tealtab_sparse_scratch_bytes(rows, d, segs.count, threads), dtype=torch.uint8)
-    return cpu_rows.bound_call(
-        cpu_rows._lib.tealtab_sparse_rows_call, x.data_ptr(), rows, d, segs.count, segs.bounds_ptr,
-        segs.thresholds_ptr, threads, SPLIT_MIN_WORK, scratch.data_ptr(), packed_t.data_ptr(), out.data_ptr(),
-        segs.out_features, segs.out_features, keep=(x, packed_t, out, segs, scratch))
+    cpu_rows.check_bound_buffers(x, out, packed_t.shape[0], segs.out_features)
+    if packed_t.shape[1] != segs.blocks:
+        raise ValueError(f"the input-major weight {tuple(packed_t.shape)} does not hold {segs.blocks} blocks")
+    scratch = own_scratch(x, segs)
+    return cpu_rows.bound_call(cpu_rows._lib.tealtab_sparse_rows_call, *prepare_args(x, segs, scratch),
+                               packed_t.data_ptr(), out.data_ptr(), segs.out_features, segs.out_features,
+                               keep=(x, packed_t, out, segs, scratch))
 
 
 def last_active_counts() -> list[int]:
