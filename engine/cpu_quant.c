@@ -152,9 +152,11 @@ INLINE v16 v_i8(const int8_t *p) {
              _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))))};
     return r;
 }
+INLINE __m256 bf16_8(const uint16_t *p) { /* 8 bf16 -> fp32: the bits moved to the top half */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
 INLINE v16 v_bf16(const uint16_t *p) {
-    v16 r = {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16)),
-             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16))};
+    v16 r = {bf16_8(p), bf16_8(p + 8)};
     return r;
 }
 typedef struct { __m256 lo, hi; __m256i sha, shb; } lut;
@@ -214,6 +216,13 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
 /* Prefetch the lines of [p, p + bytes) (a tile's piece of a channel, ahead). */
 #define PREFETCH(p, bytes) \
     UNROLL for (int c_ = 0; c_ < (bytes); c_ += 64) __builtin_prefetch((const char *)(p) + c_, 0, 3)
+/* acc[j][b] += w[b] * X for G rows j and NB blocks b, where X (an expression in j)
+ * is row j's input value for the channel whose weights w holds. */
+#define ACC_ROWS(G, NB, acc, w, X)                                                      \
+    UNROLL for (int j = 0; j < G; ++j) {                                                \
+        const v16 xj = v_set1(X);                                                       \
+        UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);     \
+    }
 
 /* int8, input-major: G rows x NB blocks over kc active entries. The sums
  * start at zero (first) or from out, where the previous chunk left them
@@ -230,10 +239,7 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
             PREFETCH(pk + PF_AHEAD_BYTES, NB * 16);                                                         \
             v16 w[NB];                                                                                      \
             UNROLL for (int b = 0; b < NB; ++b) w[b] = v_i8(pk + 16 * b);                                   \
-            UNROLL for (int j = 0; j < G; ++j) {                                                            \
-                v16 xj = v_set1(xc[i * xs + j]);                                                            \
-                UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);                 \
-            }                                                                                               \
+            ACC_ROWS(G, NB, acc, w, xc[i * xs + j]);                                                    \
         }                                                                                                   \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b) {                            \
             v16 r = last ? v_mul(acc[j][b], v_load(scale + o0 + 16 * b)) : acc[j][b];                       \
@@ -255,10 +261,7 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
             PREFETCH(pk + PF_AHEAD_BYTES, NB * 8);                                                          \
             v16 w[NB];                                                                                      \
             UNROLL for (int b = 0; b < NB; ++b) w[b] = v_nf4(pk + 8 * b, t);                                \
-            UNROLL for (int j = 0; j < G; ++j) {                                                            \
-                v16 xj = v_set1(xc[i * xs + j]);                                                            \
-                UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);                 \
-            }                                                                                               \
+            ACC_ROWS(G, NB, acc, w, xc[i * xs + j]);                                                    \
         }                                                                                                   \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b) {                            \
             int64_t o = o0 + 16 * b;                                                                        \
@@ -284,10 +287,7 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
                 UNROLL for (int b = 0; b < NB; ++b)                                                         \
                     __builtin_prefetch(p + ((int64_t)b * d + k) * BLOCK + HEAD_PF, 0, 3);                   \
             UNROLL for (int b = 0; b < NB; ++b) w[b] = v_i8(p + ((int64_t)b * d + k) * BLOCK);              \
-            UNROLL for (int j = 0; j < G; ++j) {                                                            \
-                v16 xj = v_set1(x[j * d + k]);                                                              \
-                UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);                 \
-            }                                                                                               \
+            ACC_ROWS(G, NB, acc, w, x[j * d + k]);                                                      \
         }                                                                                                   \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b)                              \
             acc[j][b] = v_mul(acc[j][b], v_load(scale + o0 + 16 * b));                                      \
@@ -295,10 +295,7 @@ INLINE v16 v_nf4(const uint8_t *p, lut t) {
             for (int64_t c = 0; c < k_ol; ++c) {                                                            \
                 v16 w[NB];                                                                                  \
                 UNROLL for (int b = 0; b < NB; ++b) w[b] = v_bf16(ol + ((int64_t)b * k_ol + c) * BLOCK);    \
-                UNROLL for (int j = 0; j < G; ++j) {                                                        \
-                    v16 xj = v_set1(xc[j * k_ol + c]);                                                      \
-                    UNROLL for (int b = 0; b < NB; ++b) acc[j][b] = v_fma(w[b], xj, acc[j][b]);             \
-                }                                                                                           \
+                ACC_ROWS(G, NB, acc, w, xc[j * k_ol + c]);                                              \
             }                                                                                               \
         UNROLL for (int j = 0; j < G; ++j) UNROLL for (int b = 0; b < NB; ++b)                              \
             v_store_n(out + j * ld + o0 + 16 * b, acc[j][b], n_out - o0 - 16 * b);                          \

@@ -227,6 +227,29 @@ def test_bad_shapes_are_errors():
         cpu_quant.int8_block_rows(torch.randn(9, 64), head, head_scale, 40)
 
 
+def check_head_outliers(out: int, d: int) -> None:
+    """The int8 head's bf16 outlier columns, added in the head kernel's pass and written by
+    its gather, against torch: the codes' product (or rows) with the columns' in place."""
+    q = quantized(out, d, seed=3)
+    codes, scale = cpu_quant.int8_blocks(q["CB"], q["SCB"])
+    cols = torch.tensor([0, 7, d - 1])
+    columns = (torch.randn(out, cols.numel()) * 4).to(torch.bfloat16)
+    blocks = cpu_quant.outlier_blocks(columns)
+    for rows in (1, 3, 8):
+        x = torch.randn(rows, d)
+        want = cpu_quant.int8_block_rows_reference(x, codes, scale, out) + x[:, cols] @ columns.float().t()
+        check_close(cpu_quant.int8_block_rows(x, codes, scale, out, blocks, cols), want)
+    ids = torch.tensor([0, 5, out - 1, 5])
+    want = cpu_quant.int8_block_gather_reference(codes, scale, ids, out)
+    want[:, cols] = columns[ids].float()
+    assert torch.equal(cpu_quant.int8_block_gather(codes, scale, ids, out, outliers=blocks, outlier_cols=cols), want)
+
+
+@pytest.mark.parametrize("out, d", [(333, 192), (16, 40)])
+def test_the_heads_outlier_columns_in_its_kernels(out, d):
+    check_head_outliers(out, d)
+
+
 def _variant(tmp_path, name: str, flags: list[str]) -> ctypes.CDLL:
     """cpu_quant.c built with ``flags``, with cpu_sparse.c for its prepare step and
     cpu_pool.c for its split (no workers started here: the parts run in turn)."""
@@ -267,6 +290,7 @@ def test_the_other_code_paths_agree(tmp_path, monkeypatch, variant):
     codes, scale = cpu_quant.int8_blocks(q["CB"], q["SCB"])
     x = torch.randn(5, d)
     check_close(cpu_quant.int8_block_rows(x, codes, scale, out), cpu_quant.int8_block_rows_reference(x, codes, scale, out))
+    check_head_outliers(out, d)
     st = q["state"]
     nf4 = cpu_quant.nf4_input_major(q["packed"], st.absmax, st.code, out, d)
     assert torch.equal(cpu_quant.nf4_dequantize_t(*nf4, st.code, out), q["nf4_w"].t())
