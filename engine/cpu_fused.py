@@ -203,13 +203,13 @@ def attention_fits(cfg, n: int, rows: int) -> bool:
             and rows <= MAX_ATTENDED)
 
 
-_ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # cpu_fused.c's tealtab_gated_act
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # the activation codes of cpu_fused.c's tealtab_gated_act
 
 
 def gated_act(h: torch.Tensor, activation: str) -> torch.Tensor:
     """model.gated_activation (h = [gate | up] -> act(gate) * up) in one C call for fp32
     CPU rows; the model's own ops for anything else."""
-    code = _ACTIVATIONS.get(activation)
+    code = ACTIVATIONS.get(activation)
     lib = cpu_rows.library() if code is not None else None
     if lib is None or h.dtype != torch.float32 or h.device.type != "cpu" or h.shape[-1] % 2:
         return gated_activation(h, activation)
@@ -249,4 +249,5 @@ def load_kernels() -> SimpleNamespace | None:
     return ops
 
 
-__all__ = ["BoundAttention", "add_rms_norm", "argmax_lse", "gated_act", "attention_fits", "decode_attention", "load_kernels", "rope_qkv"]
+__all__ = ["ACTIVATIONS", "BoundAttention", "add_rms_norm", "argmax_lse", "gated_act", "attention_fits",
+           "decode_attention", "load_kernels", "rope_qkv"]

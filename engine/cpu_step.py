@@ -57,7 +57,7 @@ class StepPlan:
     def __init__(self, model: Transformer, n: int) -> None:
         cfg = model.cfg
         lib = cpu_rows.library()
-        act = cpu_fused._ACTIVATIONS.get(cfg.activation)
+        act = cpu_fused.ACTIVATIONS.get(cfg.activation)
         if lib is None or act is None or model.act_dtype != torch.float32 or model.device.type != "cpu":
             raise ValueError("the prepared step takes fp32 CPU models with the C library and a gated activation")
         tables = (model.cos, model.sin, model.cos_local, model.sin_local)

@@ -20,8 +20,8 @@ layout, read by the existing bf16 kernel (TEAL's, whose threshold 0 is the
 dense product), or as a plain bf16 matrix without the kernel. (On a GPU
 quant_loading leaves it to the model's own dense linear.) The int8 head's outlier
 columns (bf16; on the CPU in blocks of 16 outputs beside the codes', read in
-the same kernel pass) add their product to the codes', and its exact rows (the BOS token's) replace theirs, in the logits and in the
-embedding lookup alike.
+the same kernel pass) add their product to the codes', and its exact rows (the
+BOS token's) replace theirs, in the logits and in the embedding lookup alike.
 """
 
 from __future__ import annotations
