@@ -25,10 +25,13 @@
 #include "cpu_vec.h"
 
 #define CHUNK 128
-/* Key rows prefetched this far ahead of the scoring (two rows a step). Cold
- * caches, 4 query heads over one KV head of d = 256 (the built-in model's
- * shape), 2 cores: 512 rows 74 -> 55 us, 2048 rows 273 -> 232 us; 8 and 16
- * rows ahead gained less, the hardware prefetcher alone the least. */
+/* Key rows prefetched this far ahead of the scoring (two rows a step). In a
+ * one-off timing of cpu_fused.decode_attention (2026-11-28, 2 cores, 4 query
+ * heads over one KV head of d = 256 as in the built-in model, the KV cycled
+ * through 150 copies so that caches are cold): 512 rows 74 -> 55 us, 2048
+ * rows 273 -> 232 us; 8 and 16 rows ahead gained less, the hardware
+ * prefetcher alone the least. benchmarks/step_parts.py gives the step's
+ * attention time. */
 #define KPF 4
 #define MAX_QUERIES 128 /* candidates x query heads per KV head, in one prompt part */
 #define MAX_CHUNKS 2048 /* a query's chunks (262144 rows) */
