@@ -90,8 +90,8 @@ class GenerationRequest:
     constraint: Constraint | None = None
     # Candidates branch off the greedy one where it is unsure: a candidate starts
     # from the greedy tokens so far and a likely alternative token whose text
-    # differs (spaces aside), then decodes at ``temperature`` (engine/generate.py,
-    # branch_choices). False: the others sample from the start.
+    # differs (spaces aside), then decodes at ``temperature`` (engine/branching.py).
+    # False: the others sample from the start.
     branch: bool = True
     # Decode steps the other candidates may run after the greedy one finished
     # (then they end with finish_reason "budget"); None = until they finish.

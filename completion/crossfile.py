@@ -53,6 +53,14 @@ MIN_SIMILARITY = 0.05
 
 # A name used around the cursor outranks anything else; use counts decide the rest.
 NEAR, MODULE_FACTOR, RECENCY = 2.0, 0.5, 0.5
+# A name imported and not used yet in the file is likely what the user is about
+# to write (and the file shows nothing of it): it ranks between a name used
+# around the cursor and one used elsewhere in the file.
+UNUSED = 1.5
+# A definition's score is divided by 1 + DISTANCE per folder between its file and
+# the current one: a module of the same package is likelier the project's own
+# code, which the model has not seen, than a library the project carries.
+DISTANCE = 0.3
 
 # The public API and every limit (the parts' ones too, imported above).
 __all__ = [
@@ -60,7 +68,7 @@ __all__ = [
     "MAX_FILES", "MAX_FILE_BYTES", "MAX_LISTINGS", "MAX_IMPORTS", "DEFINITION_LINES", "SHORT_LINES",
     "DOC_LINES", "MODULE_LINES", "CHUNK_LINES", "EDIT_LINES", "NEAR_BEFORE", "NEAR_AFTER",
     "MAX_OPEN_CHUNKS", "MAX_EDITS", "MAX_OPEN_DOCUMENTS", "MAX_RECENT_EDITS", "MIN_SIMILARITY",
-    "PARSE_BUDGET_S", "NEAR", "MODULE_FACTOR", "RECENCY",
+    "PARSE_BUDGET_S", "NEAR", "MODULE_FACTOR", "RECENCY", "UNUSED", "DISTANCE",
 ]
 
 
@@ -270,7 +278,8 @@ def _document(doc: str, language_id: str, style: str) -> tuple[list[str], list[_
 
 
 def _usage(local: str, counts: collections.Counter, near: str, near_ids: frozenset[str]) -> float:
-    """NEAR when ``local`` is used around the cursor, plus a share for its uses in the file."""
+    """NEAR when ``local`` is used around the cursor, plus a share for its uses in
+    the file; UNUSED when it is used nowhere (the cursor's line aside)."""
     if "." in local:
         pattern = re.compile(r"(?<![\w.$])" + re.escape(local) + r"(?![\w$])")
         used = pattern.search(near) is not None
@@ -278,6 +287,8 @@ def _usage(local: str, counts: collections.Counter, near: str, near_ids: frozens
     else:
         used, count = local in near_ids, counts[local]
     count = max(0, count)
+    if not used and count == 0:
+        return UNUSED
     return (NEAR if used else 0.0) + count / (count + 2)
 
 
@@ -292,8 +303,13 @@ def _definitions(doc: str, near: str, language_id: str, style: str, project: Pro
     # An unsaved buffer (no path) resolves absolute Python imports against the roots only.
     importer = os.path.abspath(project.path) if project.path and os.path.isabs(project.path) else None
     out: list[Snippet] = []
+    here = os.path.dirname(importer).split(os.sep) if importer else None
 
     def add(path: str, text: str, score: float) -> None:
+        if here is not None:  # folders apart: up from the current file's, then down to the definition's
+            there = os.path.dirname(os.path.abspath(path)).split(os.sep)
+            common = len(os.path.commonprefix([here, there]))
+            score /= 1 + DISTANCE * (len(here) + len(there) - 2 * common)
         out.append(Snippet(display_path(path, files.roots), text, "definition", score))
 
     for imp in bindings:

@@ -23,6 +23,8 @@ import dataclasses
 import os
 import weakref
 from collections import OrderedDict
+from dataclasses import replace
+from typing import Callable
 
 from .backend import Backend, TextBackend
 from .context import model_text
@@ -32,6 +34,8 @@ from .templates import FimTemplate, PromptFormat
 
 # Share of the prompt budget that context from other files may take.
 CROSS_FILE_SHARE = 0.3
+# No snippet takes more of that share than this; one cut to fit keeps at least MIN_CUT_LINES lines.
+MAX_SNIPPET_SHARE, MIN_CUT_LINES = 0.5, 2
 REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
 # Laid-out leads per backend, by what decides them: while the user types, the
 # snippets stay the same, so the lead is tokenized once, not per keystroke.
@@ -104,19 +108,67 @@ def _layout(backend: Backend, repo: tuple[int, int] | None, language_id: str, pr
             out.extend([special[segment]] if segment in special else backend.tokenize(segment))
         return out
 
-    head, tail, parts = _pieces(repo is not None, language_id, project, snippets)
+    head, tail, piece = _pieces(repo is not None, language_id, project)
     head_ids, tail_ids = ids(head), ids(tail)
-    room = budget - len(head_ids) - len(tail_ids)
-    lead: list[int] = list(head_ids)
-    used: list[Snippet] = []
-    for snippet, part in zip(snippets, map(ids, parts)):
-        if len(part) <= room:
-            lead.extend(part)
-            room -= len(part)
-            used.append(snippet)
+    laid: dict[Snippet, list[int]] = {}  # each snippet (or cut of one) tokenized once
+
+    def size(snippet: Snippet) -> int:
+        if snippet not in laid:
+            laid[snippet] = ids(piece(snippet))
+        return len(laid[snippet])
+
+    used = fit(snippets, size, budget - len(head_ids) - len(tail_ids))
     if not used:
         return [], []
-    return lead + tail_ids, used
+    return head_ids + [i for s in used for i in laid[s]] + tail_ids, used
+
+
+def fit(snippets: list[Snippet], size: Callable[[Snippet], int], room: int) -> list[Snippet]:
+    """The snippets to lay out in ``room`` tokens, best first, ``size`` giving a
+    snippet's tokens as laid out.
+
+    None takes more than :data:`MAX_SNIPPET_SHARE` of the room, so that one
+    long summary does not crowd out the definitions ranked after it. A snippet
+    over its share or over what is left is cut to its first lines that fit
+    (never inside a docstring or block comment), when at least
+    :data:`MIN_CUT_LINES` of them do; else it is skipped and a later, smaller
+    one may still go.
+    """
+    cap = max(1, int(room * MAX_SNIPPET_SHARE))
+    used: list[Snippet] = []
+    for snippet in snippets:
+        limit = min(room, cap)
+        n = size(snippet)
+        if n > limit:
+            snippet = _cut(snippet, size, limit)
+            if snippet is None:
+                continue
+            n = size(snippet)
+        used.append(snippet)
+        room -= n
+    return used
+
+
+def _cut(snippet: Snippet, size: Callable[[Snippet], int], limit: int) -> Snippet | None:
+    """``snippet`` cut to its longest run of first lines that fits ``limit`` and
+    closes every docstring and block comment it opens; None when that is under
+    MIN_CUT_LINES lines."""
+    lines = snippet.text.rstrip().split("\n")
+    ends = [k for k in range(MIN_CUT_LINES, len(lines)) if _closed("\n".join(lines[:k]))]
+    lo, hi, best = 0, len(ends) - 1, None
+    while lo <= hi:  # the size grows with the lines kept: bisect on the cut points
+        mid = (lo + hi) // 2
+        cut = replace(snippet, text="\n".join(lines[:ends[mid]]))
+        if size(cut) <= limit:
+            best, lo = cut, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _closed(text: str) -> bool:
+    """No docstring, triple-quoted string or block comment left open in ``text``."""
+    return text.count('"""') % 2 == 0 and text.count("\'\'\'") % 2 == 0 and text.count("/*") <= text.count("*/")
 
 
 def _as_model_sees(snippets: list[Snippet]) -> list[Snippet]:
@@ -125,18 +177,18 @@ def _as_model_sees(snippets: list[Snippet]) -> list[Snippet]:
     return [dataclasses.replace(s, path=model_text(s.path), text=model_text(s.text)) for s in snippets]
 
 
-def _pieces(repo: bool, language_id: str, project: ProjectView,
-            snippets: list[Snippet]) -> tuple[list[str], list[str], list[list[str]]]:
-    """Head, tail and one piece per snippet, each a list of segments: text, or
+def _pieces(repo: bool, language_id: str,
+            project: ProjectView) -> tuple[list[str], list[str], Callable[[Snippet], list[str]]]:
+    """Head, tail and the piece of a snippet, each a list of segments: text, or
     REPO_NAME / FILE_SEP standing for the special token (repository format)."""
     if repo:
         root = project.roots[0] if project.roots else os.path.dirname(project.path or "")
         head = [REPO_NAME, (os.path.basename(root.rstrip("/\\")) or "repo") + "\n"]
         tail = [FILE_SEP, _relative(project.path, project.roots) + "\n"]
-        return head, tail, [[FILE_SEP, f"{s.path}\n{s.text.rstrip()}\n"] for s in snippets]
+        return head, tail, lambda s: [FILE_SEP, f"{s.path}\n{s.text.rstrip()}\n"]
     # The current file gets a header too, so the file's own text reads as the next file.
     tail = [header(_relative(project.path, project.roots), language_id)]
-    return [], tail, [[render([s], language_id)] for s in snippets]
+    return [], tail, lambda s: [render([s], language_id)]
 
 
 def cross_file_text(backend: TextBackend, template: FimTemplate | None, prefix: str, suffix: str, language_id: str,
@@ -154,20 +206,21 @@ def cross_file_text(backend: TextBackend, template: FimTemplate | None, prefix: 
     if not snippets:
         return "", [], 0
     repo = template is not None and template.family == "qwen2.5-coder"
-    head, tail, parts = _pieces(repo, language_id, project, snippets)
+    head, tail, piece = _pieces(repo, language_id, project)
 
-    def count(piece: list[str]) -> int:
-        return sum(1 if segment in (REPO_NAME, FILE_SEP) else len(backend.tokenize(segment)) for segment in piece)
+    def count(segments: list[str]) -> int:
+        return sum(1 if seg in (REPO_NAME, FILE_SEP) else len(backend.tokenize(seg)) for seg in segments)
 
-    room = budget - count(head) - count(tail)
-    used: list[Snippet] = []
-    texts: list[str] = []
-    for snippet, part in zip(snippets, parts):
-        size = count(part)
-        if size <= room:
-            texts.append("".join(part))
-            room -= size
-            used.append(snippet)
+    sizes: dict[Snippet, int] = {}
+
+    def size(snippet: Snippet) -> int:
+        if snippet not in sizes:
+            sizes[snippet] = count(piece(snippet))
+        return sizes[snippet]
+
+    outer = count(head) + count(tail)
+    used = fit(snippets, size, budget - outer)
     if not used:
         return "", [], 0
-    return "".join(head) + "".join(texts) + "".join(tail), used, budget - room
+    text = "".join(head) + "".join("".join(piece(s)) for s in used) + "".join(tail)
+    return text, used, outer + sum(sizes[s] for s in used)

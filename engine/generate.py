@@ -3,9 +3,10 @@
 One request = prefill the prompt tokens that are not already in the KV cache
 (batch 1), then decode n candidates together; the first candidate is greedy.
 With branching (the default) the others start as copies of it, with their
-own alternative token, where the greedy row is unsure (branch_choices), and
-then sample with temperature and top-p; without, they sample from the first
-token. Each step checks EOS/stop tokens, the caller's text stop rule, the
+own alternative token, where the greedy row is unsure (branching.py; when the
+greedy candidate ends before they all started, at its most likely
+alternative, over the prompt and its tokens before it), and then sample with
+temperature and top-p; without, they sample from the first token. Each step checks EOS/stop tokens, the caller's text stop rule, the
 deadline, the step budget after the greedy candidate and the cancel flag.
 
 A request's constraint (token alignment) masks each candidate's logits to its
@@ -17,7 +18,6 @@ batched host sync resumes once every candidate is free.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from array import array
@@ -27,6 +27,7 @@ import torch
 
 from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
 from tealtab.engine import cpu_fused, faults
+from tealtab.engine.branching import FORCE_BRANCH, Forks, branch_choices
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import Transformer
@@ -103,53 +104,6 @@ def constrain(logits: torch.Tensor, allowed: list[Sequence[int] | None]) -> torc
     return out
 
 
-BRANCH_TOP_K = 64
-# A candidate branches off the greedy one where the greedy row's next most likely
-# distinct token has at least this probability; failing that, the remaining
-# candidates branch at generated token FORCE_BRANCH on the best alternatives.
-BRANCH_PROB = 0.1
-FORCE_BRANCH = 6
-
-
-def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]
-                 ) -> tuple[list[int], list[float]]:
-    """Up to ``n`` tokens for one position from one row of logits [V], best first.
-
-    Pick 0 is the argmax (the greedy candidate's token). The others are the
-    next most likely tokens whose text, spaces stripped, differs from every
-    earlier pick's: two candidates that start with " foo" and "foo" would be
-    the same suggestion once the editor shows them. Stop tokens, tokens
-    without text and whitespace-only tokens are never alternatives. Returns
-    (tokens, logprobs).
-    """
-    k = min(BRANCH_TOP_K, logits.shape[-1])
-    top, order = logits.topk(k)
-    logprobs = (top - torch.logsumexp(logits, dim=-1)).tolist()
-    picks: list[int] = []
-    lps: list[float] = []
-    seen: set[bytes] = set()
-    for t, lp in zip(order.tolist(), logprobs):
-        if lp == float("-inf") or len(picks) == n:
-            break
-        key = vocabulary[t].strip() if t < len(vocabulary) else b""
-        if picks and (t in stop_ids or not key or key in seen):
-            continue
-        picks.append(t)
-        lps.append(lp)
-        seen.add(key)
-    return picks, lps
-
-
-def branch_choices(logits: torch.Tensor, room: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int],
-                   force: bool) -> tuple[list[int], list[float]]:
-    """The alternatives to the greedy token that start new candidates here (at most ``room``):
-    those of :func:`branch_picks` at or above BRANCH_PROB, or the best ones when ``force``."""
-    picks, lps = branch_picks(logits, room + 1, vocabulary, stop_ids)
-    alts = [(t, lp) for t, lp in zip(picks[1:], lps[1:])
-            if force or BRANCH_PROB <= 0 or lp >= math.log(BRANCH_PROB)]
-    return [t for t, _ in alts], [lp for _, lp in alts]
-
-
 class Generator:
     """Runs :class:`GenerationRequest`s against one model and its KV cache."""
 
@@ -221,7 +175,7 @@ class Generator:
         return out.expand(n, -1)
 
     def _first_tokens(self, tail_hidden: torch.Tensor, draft: list[int], n: int, req: GenerationRequest,
-                      gen: torch.Generator, stop_ids: frozenset[int]):
+                      gen: torch.Generator, stop_ids: frozenset[int], forks: Forks | None):
         """Every candidate's first token, walking the constraint's draft.
 
         ``tail_hidden[j]`` predicts the token after ``draft[:j]``. While the
@@ -231,7 +185,8 @@ class Generator:
         Branching (``req.branch``, n > 1): the walk follows the greedy token;
         where it leaves the draft (or after the draft) the greedy candidate
         takes its token, and :func:`branch_choices` may start others on the
-        likely alternatives there; the decode loop starts the rest later.
+        likely alternatives there (the less likely ones go to ``forks``); the
+        decode loop starts the rest later.
         Sampling (no branching): step j samples all n candidates (under the
         constraint) and the first step where one left the draft gives every
         candidate its first token.
@@ -257,7 +212,9 @@ class Generator:
                     state = constraint.advance(state, top)
                     j += 1
                     continue
-                alts, lps = branch_choices(logits, n - 1, vocabulary, stop_ids, force=False)
+                alts, lps, spare = branch_choices(logits, n - 1, vocabulary, stop_ids, force=False)
+                if forks is not None:
+                    forks.add(0, spare, head_lp, state, allowed)
                 return (j, torch.tensor([top] + alts, device=dev), torch.tensor([top_lp] + lps, device=dev),
                         head_lp, state, allowed)
             logits = self._row_logits(tail_hidden[j], allowed, n)
@@ -324,11 +281,14 @@ class Generator:
 
         # Per-candidate constraint states (token alignment); the constrained
         # phase needs every token on the host before the next step's mask.
-        m, tokens, logprobs, head_lp, state, first_allowed = self._first_tokens(logits, draft, n, req, gen, stop_ids)
+        branching = req.branch and n > 1
+        # Where the greedy candidate could still be branched off once it is done (branching.py).
+        forks = Forks() if branching else None
+        m, tokens, logprobs, head_lp, state, first_allowed = self._first_tokens(logits, draft, n, req, gen, stop_ids,
+                                                                                forks)
         # Candidates that exist so far: all n when sampling; with branching the greedy one and those
         # branched off it, more as the greedy row meets likely alternatives (branch_choices).
         spawned = int(tokens.shape[0])
-        branching = req.branch and n > 1
         vocabulary = self.tokenizer.vocabulary() if branching else []
         # The generated-token index at which each candidate left the greedy one.
         branched_at: list[int] = [0] * (spawned - 1)
@@ -357,10 +317,12 @@ class Generator:
         # in the KV cache), so later steps run with fewer rows.
         rows = list(range(spawned))
         fed0: int | None = None  # greedy tokens whose KV went after the prompt, once it left
-        for step in range(max_new):
+        # The decoder's prompt: the prompt, and for late branches the greedy tokens they share.
+        base_len, limit, step = prompt_len, max_new, 0
+        while step < limit:
             faults.check("decode")
             pending.append((tokens, logprobs))
-            last = step == max_new - 1
+            last = step == limit - 1
             constrained = any(a is not None for a in allowed)
             growing = branching and spawned < n
             if len(pending) >= self.sync_every or last or constrained or growing:
@@ -380,7 +342,31 @@ class Generator:
                     finish = [f or "budget" for f in finish]
                     break
                 if all(f is not None for f in finish[:spawned]) or last:
-                    break
+                    if forks is None or spawned == n or finish[0] not in ("stop", "eos"):
+                        break
+                    # The greedy candidate ended early (a short line), before the others all
+                    # started: they start now, at its most likely alternative.
+                    if fed0 is None:
+                        fed0 = min(len(generated[0]), steps)
+                        cache.keep_candidate(0, prompt_len, fed0)
+                    fork = forks.best(min(fed0, cache.max_prompt - prompt_len - 1))
+                    forks = None  # once
+                    if fork is None:
+                        break
+                    late = fork.alternatives[:n - spawned]
+                    rows = list(range(spawned, spawned + len(late)))
+                    for i in rows:
+                        generated[i], scores[i] = list(generated[0][:fork.position]), fork.score
+                        branched_at.append(fork.position)
+                    spawned += len(late)
+                    tokens = torch.tensor([t for t, _ in late], device=dev)
+                    logprobs = torch.tensor([lp for _, lp in late], device=dev, dtype=logprobs.dtype)
+                    if constraint is not None:
+                        states, allowed = [fork.state] * len(late), [fork.allowed] * len(late)
+                    # The greedy tokens before the fork are in the prompt KV now (keep_candidate):
+                    # the new rows decode over them, from their own KV slot 0.
+                    base_len, limit, step = prompt_len + fork.position, max_new - fork.position, 0
+                    continue
                 if req.cancel is not None and req.cancel.is_set():
                     result.cancelled = True
                     finish = [f or "cancelled" for f in finish]
@@ -401,13 +387,15 @@ class Generator:
                     rows = [rows[r] for r in live]
                     states = [states[r] for r in live] if constraint is not None else []
                     allowed = [allowed[r] for r in live] if constraint is not None else []
-            logits = self.decoder(tokens, prompt_len, step)
+            logits = self.decoder(tokens, base_len, step)
             if any(a is not None for a in allowed):
                 logits = constrain(logits, allowed)
             tokens, logprobs = sample(logits, req.temperature, req.top_p, gen, greedy_first=rows[0] == 0)
             if growing and rows[0] == 0 and finish[0] is None:
-                alts, lps = branch_choices(logits[0], n - spawned, vocabulary, stop_ids,
-                                           force=step + 1 >= FORCE_BRANCH)
+                alts, lps, spare = branch_choices(logits[0], n - spawned, vocabulary, stop_ids,
+                                                  force=step + 1 >= FORCE_BRANCH)
+                forks.add(step + 1, spare, scores[0], states[0] if constraint is not None else None,
+                          allowed[0] if constraint is not None else None)
                 for t, lp in zip(alts, lps):
                     # A new candidate: the greedy one's tokens so far (their KV, slots 0..step,
                     # copied to the new row), then the alternative.
@@ -424,6 +412,7 @@ class Generator:
                     tokens = torch.cat([tokens, torch.tensor(alts, device=dev)])
                     logprobs = torch.cat([logprobs, torch.tensor(lps, device=dev, dtype=logprobs.dtype)])
             steps += 1
+            step += 1
         t2 = time.perf_counter()
         if fed0 is None:
             # generated[0][j] was fed to the model at decode step j (KV slot j).

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from tealtab.completion.backend import GenerationRequest
-from tealtab.engine import generate as generate_module
-from tealtab.engine.generate import branch_choices, branch_picks
+from tealtab.engine import branching as branching_module
+from tealtab.engine.branching import branch_choices, branch_picks
 from tealtab.engine.loading import load_backend
 from tealtab.engine.testing import teacher_forced_logprob
 
@@ -58,11 +58,12 @@ def test_choices_are_likely_alternatives_unless_forced():
     assert branch_choices(logits, 0, vocabulary, frozenset(), force=True)[0] == []
 
 
-def _check_branches(backend, prompt, res, steps):
+def _check_branches(backend, prompt, res, steps, greedy_stopped=False):
     """Each candidate is the greedy one up to where it branched, then an alternative
     token, then greedy again; its score is that of its tokens."""
     greedy = res.candidates[0].token_ids
-    assert greedy == _greedy(backend, prompt, steps)
+    full = _greedy(backend, prompt, steps)
+    assert full[:len(greedy)] == greedy if greedy_stopped else full == greedy
     assert len(res.stats["branched_at"]) == len(res.candidates) - 1
     vocabulary = backend.vocabulary()
     for cand, at in zip(res.candidates[1:], res.stats["branched_at"]):
@@ -77,7 +78,7 @@ def _check_branches(backend, prompt, res, steps):
 @pytest.mark.parametrize("prob", [0.0, 0.02, 2.0])
 def test_candidates_branch_off_the_greedy_one_and_decode_exactly(backend, monkeypatch, prob):
     """prob 0: all branch at the first token; 2.0: none is likely enough, so they branch at FORCE_BRANCH."""
-    monkeypatch.setattr(generate_module, "BRANCH_PROB", prob)
+    monkeypatch.setattr(branching_module, "BRANCH_PROB", prob)
     prompt = _prompt(backend)
     backend.reset_cache()
     res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=12, temperature=0))
@@ -85,12 +86,12 @@ def test_candidates_branch_off_the_greedy_one_and_decode_exactly(backend, monkey
     if prob == 0.0:
         assert res.stats["branched_at"] == [0, 0]
     if prob == 2.0:
-        assert res.stats["branched_at"] == [generate_module.FORCE_BRANCH] * 2
+        assert res.stats["branched_at"] == [branching_module.FORCE_BRANCH] * 2
     _check_branches(backend, prompt, res, 12)
 
 
 def test_others_get_bounded_steps_after_the_greedy_candidate(backend, monkeypatch):
-    monkeypatch.setattr(generate_module, "BRANCH_PROB", 0.0)  # all branch at the first token
+    monkeypatch.setattr(branching_module, "BRANCH_PROB", 0.0)  # all branch at the first token
     prompt = _prompt(backend)
     greedy = _greedy(backend, prompt, 2)
     greedy_text = backend.detokenize(greedy)
@@ -113,3 +114,76 @@ def test_sampling_without_branching_keeps_n_candidates(backend):
     res = backend.generate(GenerationRequest(prompt_ids=_prompt(backend), n=3, max_new_tokens=4, branch=False,
                                              seed=1))
     assert len(res.candidates) == 3
+
+
+def _next_logits(backend, ids: list[int]) -> torch.Tensor:
+    """The model's logits for the token after ``ids`` (one full forward pass)."""
+    from tealtab.engine.kv_cache import PromptAttention
+
+    backend.reset_cache()
+    with torch.inference_mode():
+        return backend.model(torch.tensor([ids]), torch.arange(len(ids)),
+                             PromptAttention(backend.cache, 0, len(ids)), last_only=False)[0, -1]
+
+
+def _stop_after(backend, tokens: list[int]):
+    """A stop rule that ends the candidate whose text is exactly ``tokens``' text."""
+    text = backend.detokenize(tokens)
+    return lambda t: len(t) if t == text else None
+
+
+def test_a_greedy_candidate_done_early_still_gets_the_others(backend, monkeypatch):
+    """No alternative likely enough and the greedy line done in 2 tokens (before
+    FORCE_BRANCH): the others start at its most likely alternative, over the prompt
+    and its tokens before that position, and decode exactly."""
+    monkeypatch.setattr(branching_module, "BRANCH_PROB", 2.0)
+    prompt = _prompt(backend)
+    greedy = _greedy(backend, prompt, 2)
+    backend.reset_cache()
+    res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=10, temperature=0,
+                                             stop=_stop_after(backend, greedy)))
+    assert res.candidates[0].token_ids == greedy and res.candidates[0].finish_reason == "stop"
+    assert len(res.candidates) == 3
+    at = res.stats["branched_at"]
+    assert len(set(at)) == 1 and at[0] < len(greedy)  # one fork, on the greedy candidate's tokens
+    # The next keystroke still finds the greedy candidate's KV (what was fed of it) after the prompt.
+    again = backend.generate(GenerationRequest(prompt_ids=prompt + greedy, n=1, max_new_tokens=1, temperature=0))
+    assert again.reused_tokens == len(prompt + greedy) - 1
+    _check_branches(backend, prompt, res, 10, greedy_stopped=True)
+    # The fork is the position whose best alternative is the most likely of all.
+    stop_ids = backend._generator.eos_ids
+    best = [branch_picks(_next_logits(backend, prompt + greedy[:p]), 2, backend.vocabulary(), stop_ids)[1][1]
+            for p in range(len(greedy))]
+    assert at[0] == max(range(len(best)), key=best.__getitem__)
+
+
+def test_late_branches_keep_to_the_constraint(backend, monkeypatch):
+    """A greedy candidate done after its one constrained token: the others start at
+    that position with other allowed tokens, and the constraint goes on for them."""
+    monkeypatch.setattr(branching_module, "BRANCH_PROB", 2.0)
+    prompt = _prompt(backend)
+    choices = [t for t in backend.tokenize(" alpha beta gamma delta") if backend.vocabulary()[t].strip()][:4]
+
+    class OneOf:
+        draft: list[int] = []
+
+        def start(self):
+            return 0
+
+        def allowed(self, k):
+            return choices if k == 0 else None
+
+        def advance(self, k, token_id):
+            assert k > 0 or token_id in choices
+            return k + 1
+
+    backend.reset_cache()
+    first = backend.generate(GenerationRequest(prompt_ids=prompt, n=1, max_new_tokens=1, temperature=0,
+                                               constraint=OneOf())).candidates[0].token_ids
+    backend.reset_cache()
+    res = backend.generate(GenerationRequest(prompt_ids=prompt, n=3, max_new_tokens=6, temperature=0,
+                                             constraint=OneOf(), stop=_stop_after(backend, first)))
+    assert res.candidates[0].token_ids == first
+    assert len(res.candidates) == 3 and res.stats["branched_at"] == [0, 0]
+    assert len({c.token_ids[0] for c in res.candidates}) == 3
+    assert all(c.token_ids[0] in choices and len(c.token_ids) == 6 for c in res.candidates[1:])
