@@ -35,7 +35,7 @@ from .templates import FimTemplate, PromptFormat
 # Share of the prompt budget that context from other files may take.
 CROSS_FILE_SHARE = 0.3
 # No snippet takes more of that share than this; one cut to fit keeps at least MIN_CUT_LINES lines.
-MAX_SNIPPET_SHARE, MIN_CUT_LINES = 0.5, 2
+MAX_SNIPPET_SHARE, MIN_CUT_LINES = 0.5, 1
 REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
 # Laid-out leads per backend, by what decides them: while the user types, the
 # snippets stay the same, so the lead is tokenized once, not per keystroke.

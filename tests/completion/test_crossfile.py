@@ -310,6 +310,36 @@ def test_use_count_orders_names_not_used_near_the_cursor(project):
     assert [s.text.split("(")[0] for s in snippets] == ["def parse_size", "def slugify"]
 
 
+def test_a_name_imported_and_not_used_yet_ranks_above_one_used_far_away(project):
+    """The file shows nothing of a name it imports and never uses: likely what
+    the user is about to write. A name used around the cursor still comes first."""
+    padding = "\n".join(f"x{i} = {i}" for i in range(60))
+    snippets = snippets_for(project, "main.py", f'''
+from pkg.util import slugify, parse_size
+from pkg.core import make_engine
+slugify("a")
+{padding}
+make_engine("b")
+|
+''')
+    assert [s.text.split("(")[0] for s in snippets] == ["def make_engine", "def parse_size", "def slugify"]
+    assert snippets[1].score == pytest.approx(crossfile.UNUSED / (1 + crossfile.DISTANCE))  # pkg/ is a folder down
+
+
+def test_definitions_nearer_the_current_file_rank_first(project):
+    """Two names used alike: the one defined in the current file's own folder first."""
+    write(project, "pkg/sub/tools.py", "def tool(x):\n    return x\n")
+    snippets = snippets_for(project, "pkg/sub/main.py", '''
+        from pkg.util import slugify
+        from pkg.sub.tools import tool
+        slugify(tool(1))
+        |
+    ''')
+    assert [s.path for s in snippets] == ["pkg/sub/tools.py", "pkg/util.py"]
+    # One folder up: divided by 1 + DISTANCE; in the same folder by 1.
+    assert snippets[0].score == pytest.approx(snippets[1].score * (1 + crossfile.DISTANCE))
+
+
 def test_duplicates_are_dropped(project):
     snippets = snippets_for(project, "main.py", '''
         from pkg.util import slugify
