@@ -11,7 +11,8 @@ class, a name, ``):``) would leave the others unstarted. :class:`Forks` keeps
 the alternatives seen at each of its positions, and the generation loop then
 starts the missing candidates at the position whose best alternative is the
 most likely (:meth:`Forks.best`), over the prompt and the greedy tokens
-before it.
+before it, for a few steps (LATE_SLACK) more than the greedy tokens they
+replace.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ BRANCH_TOP_K = 64
 # candidates branch at generated token FORCE_BRANCH on the best alternatives.
 BRANCH_PROB = 0.1
 FORCE_BRANCH = 6
+# Late branches (see Forks) decode at most this many steps more than the greedy
+# tokens from their fork to its end (and never past the request's extra steps).
+LATE_SLACK = 4
 
 
 def branch_picks(logits: torch.Tensor, n: int, vocabulary: Sequence[bytes], stop_ids: frozenset[int]

@@ -27,7 +27,7 @@ import torch
 
 from tealtab.completion.backend import Candidate, GenerationRequest, GenerationResult
 from tealtab.engine import cpu_fused, faults
-from tealtab.engine.branching import FORCE_BRANCH, Forks, branch_choices
+from tealtab.engine.branching import FORCE_BRANCH, LATE_SLACK, Forks, branch_choices
 from tealtab.engine.decode_step import EagerDecoder
 from tealtab.engine.kv_cache import KVCache, PromptAttention
 from tealtab.engine.model import Transformer
@@ -319,6 +319,7 @@ class Generator:
         fed0: int | None = None  # greedy tokens whose KV went after the prompt, once it left
         # The decoder's prompt: the prompt, and for late branches the greedy tokens they share.
         base_len, limit, step = prompt_len, max_new, 0
+        late_end: int | None = None  # the last step of late branches (a short greedy line's alternatives)
         while step < limit:
             faults.check("decode")
             pending.append((tokens, logprobs))
@@ -337,7 +338,8 @@ class Generator:
                     allowed = [constraint.allowed(st) if a is not None else None for st, a in zip(states, allowed)]
                 if greedy_done is None and finish[0] is not None:
                     greedy_done = steps
-                if greedy_done is not None and req.extra_steps is not None and steps - greedy_done >= req.extra_steps:
+                if (greedy_done is not None and req.extra_steps is not None and steps - greedy_done >= req.extra_steps
+                        or late_end is not None and steps >= late_end):
                     # The answer waits for the greedy candidate, the others only a little longer.
                     finish = [f or "budget" for f in finish]
                     break
@@ -366,6 +368,9 @@ class Generator:
                     # The greedy tokens before the fork are in the prompt KV now (keep_candidate):
                     # the new rows decode over them, from their own KV slot 0.
                     base_len, limit, step = prompt_len + fork.position, max_new - fork.position, 0
+                    # Alternatives to a short line are about as short: a few steps more than the
+                    # greedy tokens they replace, so the answer (or a prefetch) is not held up long.
+                    late_end = steps + len(generated[0]) - fork.position + LATE_SLACK
                     continue
                 if req.cancel is not None and req.cancel.is_set():
                     result.cancelled = True

@@ -69,7 +69,9 @@ def _check_branches(backend, prompt, res, steps, greedy_stopped=False):
     for cand, at in zip(res.candidates[1:], res.stats["branched_at"]):
         assert cand.token_ids[:at] == greedy[:at]
         assert cand.token_ids[at] != greedy[at] and vocabulary[cand.token_ids[at]].strip()
-        assert cand.token_ids[at + 1:] == _greedy(backend, prompt + cand.token_ids[:at + 1], steps - at - 1)
+        rest = len(cand.token_ids) - at - 1  # steps - at - 1, or fewer for a late branch cut short
+        if rest:
+            assert cand.token_ids[at + 1:] == _greedy(backend, prompt + cand.token_ids[:at + 1], rest)
     for cand in res.candidates:
         assert cand.logprob == pytest.approx(teacher_forced_logprob(backend, prompt, cand.token_ids),
                                              rel=2e-4, abs=1e-3)
@@ -146,6 +148,10 @@ def test_a_greedy_candidate_done_early_still_gets_the_others(backend, monkeypatc
     assert len(res.candidates) == 3
     at = res.stats["branched_at"]
     assert len(set(at)) == 1 and at[0] < len(greedy)  # one fork, on the greedy candidate's tokens
+    # A few steps more than the greedy tokens they replace, then cut: the alternative
+    # and one token a step.
+    steps = len(greedy) - at[0] + branching_module.LATE_SLACK
+    assert [(len(c.token_ids), c.finish_reason) for c in res.candidates[1:]] == [(at[0] + 1 + steps, "budget")] * 2
     # The next keystroke still finds the greedy candidate's KV (what was fed of it) after the prompt.
     again = backend.generate(GenerationRequest(prompt_ids=prompt + greedy, n=1, max_new_tokens=1, temperature=0))
     assert again.reused_tokens == len(prompt + greedy) - 1
