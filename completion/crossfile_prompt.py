@@ -168,7 +168,7 @@ def _cut(snippet: Snippet, size: Callable[[Snippet], int], limit: int) -> Snippe
 
 def _closed(text: str) -> bool:
     """No docstring, triple-quoted string or block comment left open in ``text``."""
-    return text.count('"""') % 2 == 0 and text.count("\'\'\'") % 2 == 0 and text.count("/*") <= text.count("*/")
+    return text.count('"""') % 2 == 0 and text.count("'''") % 2 == 0 and text.count("/*") <= text.count("*/")
 
 
 def _as_model_sees(snippets: list[Snippet]) -> list[Snippet]:

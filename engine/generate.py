@@ -6,8 +6,9 @@ With branching (the default) the others start as copies of it, with their
 own alternative token, where the greedy row is unsure (branching.py; when the
 greedy candidate ends before they all started, at its most likely
 alternative, over the prompt and its tokens before it), and then sample with
-temperature and top-p; without, they sample from the first token. Each step checks EOS/stop tokens, the caller's text stop rule, the
-deadline, the step budget after the greedy candidate and the cancel flag.
+temperature and top-p; without, they sample from the first token. Each step
+checks EOS/stop tokens, the caller's text stop rule, the deadline, the step
+budget after the greedy candidate and the cancel flag.
 
 A request's constraint (token alignment) masks each candidate's logits to its
 allowed tokens while that candidate is constrained; the next mask depends on

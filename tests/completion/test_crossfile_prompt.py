@@ -51,9 +51,11 @@ def test_a_cut_never_leaves_a_docstring_or_comment_open():
             '    ...')
     # Half the room is 120 characters: inside the docstring, so the signature alone.
     assert fit([snippet(text)], size, 2 * 120) == [snippet('def load(fp, *, parse_float=float):')]
-    js = "/**\n * Load a file.\n * Long text here and more and more.\n */\nexport function load(path) {}\nexport const x = 1"
-    cut_js = fit([snippet(js)], size, 2 * 40)
-    assert all(c.text.count("/*") <= c.text.count("*/") for c in cut_js)
+    js = ("/**\n * Load a file.\n * Long text here and more and more.\n */\n"
+          "export function load(path) {}\nexport const x = 1")
+    # 50 characters would hold the comment's first lines, but not its end: nothing.
+    assert fit([snippet(js)], size, 2 * 50) == []
+    assert fit([snippet(js)], size, 2 * 90) == [snippet(js.rsplit("\n", 1)[0])]
 
 
 def test_a_snippet_that_cannot_keep_enough_lines_is_skipped():
