@@ -235,7 +235,9 @@ def postprocess(
     line_before: str | None = None,
     context: balance.Context | None = None,
 ) -> list[Cleaned]:
-    """Clean, filter, deduplicate and rank ``candidates`` (greedy first).
+    """Clean, filter, deduplicate and rank ``candidates`` (the greedy one first):
+    by mean log-probability, the earlier candidate first on a tie, so a branch
+    more likely than the greedy line can lead.
 
     ``stop_factory`` returns a fresh stop check per candidate (or None);
     ``context`` turns on bracket balancing and replace ranges. Two candidates
