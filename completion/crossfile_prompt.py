@@ -73,8 +73,7 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
                    project: ProjectView, budget: int) -> tuple[list[int], list[Snippet]]:
     """Lead ids for the prompt and the snippets they hold; ([], []) when none fit.
 
-    Snippets are taken best first while their ids fit ``budget`` tokens (a
-    snippet that does not fit is skipped, a smaller later one may still go).
+    The snippets, best first, are fitted to ``budget`` tokens by :func:`fit`.
     Every snippet is tokenized on its own, so the count is exact.
     """
     if budget <= 0:
@@ -83,18 +82,29 @@ def cross_file_ids(backend: Backend, fmt: PromptFormat, prefix: str, suffix: str
     if not snippets:
         return [], []
     repo = _repo_format(backend, fmt)
-    key = (repo, language_id, project.path, project.roots, budget, tuple((s.path, s.text) for s in snippets))
+    ids, used = _cached(backend, ("ids", repo, language_id, project.path, project.roots, budget, _texts(snippets)),
+                        lambda: _layout(backend, repo, language_id, project, budget, snippets))
+    return list(ids), list(used)
+
+
+def _texts(snippets: list[Snippet]) -> tuple:
+    """What of the snippets decides their layout (their ranking scores do not)."""
+    return tuple((s.path, s.text) for s in snippets)
+
+
+def _cached(backend, key: tuple, lay_out: Callable[[], tuple]) -> tuple:
+    """``lay_out()``, kept per backend by ``key`` (what decides the lead): while the
+    user types, the snippets stay the same and the lead is not tokenized again."""
     try:
         leads = _LEADS.setdefault(backend, OrderedDict())
     except TypeError:  # a backend that takes no weak reference: lay out every time
-        leads = OrderedDict()
+        return lay_out()
     if key not in leads:
-        leads[key] = _layout(backend, repo, language_id, project, budget, snippets)
+        leads[key] = lay_out()
         while len(leads) > _LEADS_PER_BACKEND:
             leads.popitem(last=False)
     leads.move_to_end(key)
-    ids, used = leads[key]
-    return list(ids), list(used)
+    return leads[key]
 
 
 def _layout(backend: Backend, repo: tuple[int, int] | None, language_id: str, project: ProjectView, budget: int,
@@ -206,6 +216,14 @@ def cross_file_text(backend: TextBackend, template: FimTemplate | None, prefix: 
     if not snippets:
         return "", [], 0
     repo = template is not None and template.family == "qwen2.5-coder"
+    key = ("text", repo, language_id, project.path, project.roots, budget, _texts(snippets))
+    text, used, size = _cached(backend, key, lambda: _layout_text(backend, repo, language_id, project, budget, snippets))
+    return text, list(used), size
+
+
+def _layout_text(backend: TextBackend, repo: bool, language_id: str, project: ProjectView, budget: int,
+                 snippets: list[Snippet]) -> tuple[str, list[Snippet], int]:
+    """The lead of ``snippets`` as text, fitted to ``budget`` (cross_file_text)."""
     head, tail, piece = _pieces(repo, language_id, project)
 
     def count(segments: list[str]) -> int:

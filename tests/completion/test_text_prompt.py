@@ -89,3 +89,23 @@ def test_other_files_with_lone_surrogates_reach_the_prompt_cleaned(backend_for, 
     laid = build_text_prompt(backend_for("openai", "Qwen/Qwen2.5-Coder-1.5B"), request, prefix, "", 64, None)
     assert laid.snippets and "\ud800" not in laid.request.prompt and "\ufffd" in laid.request.prompt
     assert all("\ud800" not in text for _, text in laid.request.extra)
+
+
+def test_the_text_lead_is_laid_out_once_while_the_user_types(backend_for, tmp_path, monkeypatch):
+    """As the local engine's lead: typing on the cursor's line keeps the snippets, so
+    their text is not tokenized again for each keystroke."""
+    helper = tmp_path / "helpers.py"
+    helper.write_text("def list_python_files(folder):\n    return os.listdir(folder)\n")
+    project = ProjectView(str(tmp_path / "main.py"), (str(tmp_path),))
+    backend = backend_for("ollama", "builtin:gemma-3-270m")
+    seen: list[str] = []
+    tokenize = backend.tokenize
+    monkeypatch.setattr(backend, "tokenize", lambda text: seen.append(text) or tokenize(text))
+    leads = set()
+    for typed in ("files = l", "files = li", "files = lis"):
+        prefix = "import os\nfrom helpers import list_python_files\n\n" + typed
+        laid = build_text_prompt(backend, CompletionRequest(prefix, len(prefix), "python", project=project),
+                                 prefix, "", 64, None)
+        leads.add(laid.request.lead)
+    assert len(leads) == 1 and "def list_python_files(folder):" in leads.pop()
+    assert sum(text.startswith("# path: helpers.py") for text in seen) == 1
