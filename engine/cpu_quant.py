@@ -196,6 +196,20 @@ def _setup(lib, x: torch.Tensor, codes: torch.Tensor, out_features: int, segment
     return x, segs, scratch
 
 
+def _check_scales(d: int, scales: torch.Tensor, segs: _Segments, table: torch.Tensor | None) -> None:
+    """Raise ValueError unless ``scales`` (and NF4's ``table``) fit ``d`` input channels
+    and the segments' output blocks: int8 (``table`` None) one scale an output, NF4 one
+    an output and group of GROUP channels, with its 16-entry fp32 code book."""
+    padded = segs.blocks * BLOCK
+    if table is None:
+        if scales.numel() != padded:
+            raise ValueError(f"expected {padded} scales (padded to whole blocks), got {scales.numel()}")
+    elif d % GROUP or table.dtype is not torch.float32 or table.numel() != 16:
+        raise ValueError(f"NF4 needs in_features a multiple of {GROUP} and an fp32 table of 16")
+    elif scales.numel() != d // GROUP * padded:
+        raise ValueError(f"expected [{d // GROUP}, {padded}] scales, got {tuple(scales.shape)}")
+
+
 def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_features: int,
               segments: cpu_sparse.Segments | Sequence[tuple[int, int, float]] | float) -> torch.Tensor:
     """x [rows, in] (1..8 rows), masked per segment to x * 1[|x| > t] (t <= 0: dense), @ W.T
@@ -204,8 +218,7 @@ def int8_rows(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, out_fea
     lean path). Call only where :func:`usable` is true."""
     lib = _lib or _declare()
     x, segs, scratch = _setup(lib, x, codes, out_features, segments)
-    if scale.numel() != segs.blocks * BLOCK:
-        raise ValueError(f"expected {segs.blocks * BLOCK} scales (padded to whole blocks), got {scale.numel()}")
+    _check_scales(x.shape[1], scale, segs, None)
     out = torch.empty(x.shape[0], out_features, dtype=torch.float32)
     parts = lib.tealtab_i8_rows_call(*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(), scale.data_ptr(),
                                      out.data_ptr(), out_features, out_features)
@@ -218,11 +231,8 @@ def nf4_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, table: 
              segments: cpu_sparse.Segments | Sequence[tuple[int, int, float]] | float) -> torch.Tensor:
     """As :func:`int8_rows` for :func:`nf4_input_major`'s layout; ``table`` fp32 [16] (NF4's code book)."""
     lib = _lib or _declare()
-    if x.shape[1] % GROUP or table.dtype is not torch.float32 or table.numel() != 16:
-        raise ValueError(f"NF4 needs in_features a multiple of {GROUP} and an fp32 table of 16")
     x, segs, scratch = _setup(lib, x, codes, out_features, segments)
-    if scales.numel() != x.shape[1] // GROUP * segs.blocks * BLOCK:
-        raise ValueError(f"expected [{x.shape[1] // GROUP}, {segs.blocks * BLOCK}] scales, got {tuple(scales.shape)}")
+    _check_scales(x.shape[1], scales, segs, table)
     out = torch.empty(x.shape[0], out_features, dtype=torch.float32)
     parts = lib.tealtab_nf4_rows_call(*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(),
                                       scales.data_ptr(), table.data_ptr(), out.data_ptr(), out_features, out_features)
@@ -238,15 +248,10 @@ def bind_rows(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, out: t
     buffer of its own; the call holds what it reads: the prepared decode step's product
     (cpu_step.py). Raises ValueError for what those two refuse."""
     lib = _lib or _declare()
-    d = x.shape[1]
     cpu_rows.check_bound_buffers(x, out, codes.shape[0], segs.out_features)
     if codes.shape[1] != segs.blocks:
         raise ValueError(f"the codes {tuple(codes.shape)} do not hold {segs.blocks} blocks")
-    if table is not None and (d % GROUP or table.dtype is not torch.float32 or table.numel() != 16
-                              or scales.numel() != d // GROUP * segs.blocks * BLOCK):
-        raise ValueError(f"NF4 needs in_features a multiple of {GROUP}, an fp32 table of 16 and its scales")
-    if table is None and scales.numel() != segs.blocks * BLOCK:
-        raise ValueError(f"expected {segs.blocks * BLOCK} scales (padded to whole blocks), got {scales.numel()}")
+    _check_scales(x.shape[1], scales, segs, table)
     scratch = cpu_sparse.own_scratch(x, segs)
     head = (*cpu_sparse.prepare_args(x, segs, scratch), codes.data_ptr(), scales.data_ptr())
     tail = (out.data_ptr(), segs.out_features, segs.out_features)

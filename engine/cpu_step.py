@@ -41,11 +41,6 @@ def _weight(norm) -> torch.Tensor | None:
     return None if norm is None else norm.weight
 
 
-def _bind(linear, x: torch.Tensor, out: torch.Tensor):
-    bind = getattr(linear, "bind_rows", None)  # the linear kinds' interface (linear.py); others have none
-    return None if bind is None else bind(x, out)
-
-
 class StepPlan:
     """One decode step of ``n`` candidates on ``model``: see the module's docstring.
 
@@ -80,7 +75,7 @@ class StepPlan:
         self.layers = []
         previous = None  # the MLP output's post-norm weight of the layer before, added in this layer's first norm
         for block in model.blocks:
-            products = [_bind(getattr(block, name), src, dst)
+            products = [getattr(block, name).bind_rows(src, dst)  # every linear kind has it (linear.py)
                         for name, src, dst in (("wqkv", self.h, qkv), ("wo", o, a), ("w13", self.h, g), ("w2", m, mlp))]
             if any(p is None for p in products):
                 raise ValueError(f"layer {block.index} has a linear without a bound C product")
