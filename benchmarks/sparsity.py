@@ -103,8 +103,7 @@ def layer_products(backend, inputs) -> list:
     for name, i, x in inputs:
         lin = getattr(blocks[i], name)
         x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
-        bind = getattr(lin, "bind_rows", None)
-        call = bind(x2, torch.empty(x2.shape[0], lin.out_features)) if bind is not None else None
+        call = lin.bind_rows(x2, torch.empty(x2.shape[0], lin.out_features))
         calls.append(call if call is not None else (lambda lin=lin, x=x: lin(x)))
     return calls
 

@@ -14,9 +14,9 @@ the parts sum to slightly more than an untimed step; compare settings, not
 absolute numbers. The parts are timed on fused_step's Python step (the
 prepared step, engine/cpu_step.py, makes the same C calls without the
 Python between them, and has no module calls to time); the last line is the
-whole loop with the prepared step, as the server runs it, untimed. Also the sampler's row statistics alone: torch's argmax
-and logsumexp against the C pass (cpu_fused.argmax_lse) over one row of
-262144 logits.
+whole loop with the prepared step, as the server runs it, untimed. Also the
+sampler's row statistics alone: torch's argmax and logsumexp against the C
+pass (cpu_fused.argmax_lse) over one row of 262144 logits.
 
 Usage: python benchmarks/step_parts.py [--settings none int8] [--tokens 64] [--rounds 3] [--out FILE]
 """
