@@ -1,6 +1,6 @@
 """Context from other files for the prompt: ranked snippets.
 
-Three sources, from the :class:`~.project.ProjectView` the server fills:
+Four sources, from the :class:`~.project.ProjectView` the server fills:
 
 - definitions of the names the current file imports, read from the files the
   imports resolve to under the workspace roots (Python modules and packages,
@@ -10,7 +10,10 @@ Three sources, from the :class:`~.project.ProjectView` the server fills:
 - chunks of the other open documents, the ones whose identifiers are most like
   those around the cursor (Jaccard similarity, as llama.vim's ring buffer and
   Continue's snippet search do);
-- the user's recent edits, by the same similarity and by recency.
+- the user's recent edits, by the same similarity and by recency;
+- windows of the current file's sibling files (same folder, same language)
+  like the lines before the cursor, with the lines that followed them
+  (similar.py: code repeats within a package).
 
 Ranking never looks at the cursor's own line, only at the complete lines
 before it and the lines after it: while the user types within a line, the
@@ -27,7 +30,8 @@ editor's own buffers, not from disk, and are offered as they are.
 
 The parts: imports.py parses import statements, resolution.py finds and reads
 (bounded, cached) the files they name, definitions.py turns a file into
-definition snippets; this module ranks and chooses.
+definition snippets, similar.py finds the sibling windows; this module ranks
+and chooses.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ import os
 import re
 from dataclasses import dataclass, replace
 
-from . import languages
+from . import languages, similar
 from .definitions import DEFINITION_LINES, DOC_LINES, MODULE_LINES, SHORT_LINES
 from .imports import PARSE_BUDGET_S, _bindings, _Import, _import_statements
 from .project import ProjectView
 from .resolution import MAX_FILE_BYTES, MAX_FILES, MAX_LISTINGS, _LRU, _Files, _find, _resolve, _submodule
+from .similar import WORD as _WORD
+from .similar import identifiers as _identifiers
+from .similar import jaccard as _jaccard
 
 MAX_IMPORTS = 64  # import bindings of the current file considered
 CHUNK_LINES = 48  # open documents are cut into chunks of this many lines
@@ -61,6 +68,9 @@ UNUSED = 1.5
 # the current one: a module of the same package is likelier the project's own
 # code, which the model has not seen, than a library the project carries.
 DISTANCE = 0.3
+# A sibling's window like the lines before the cursor (similar.py) scores SIMILAR x
+# its Jaccard similarity: at 0.5 it ranks with a definition used near the cursor.
+SIMILAR = 4.0
 
 # The public API and every limit (the parts' ones too, imported above).
 __all__ = [
@@ -78,7 +88,7 @@ class Snippet:
 
     path: str  # relative to the workspace root when inside one ("/" separated)
     text: str
-    kind: str  # "definition" | "open" | "edit"
+    kind: str  # "definition" | "open" | "edit" | "similar"
     score: float
 
 
@@ -87,8 +97,10 @@ def gather(prefix: str, suffix: str, language_id: str, project: ProjectView, *,
     """Snippets from other files for a completion between ``prefix`` and
     ``suffix`` of the document ``project.path``, best first.
 
-    Deterministic for the same inputs and files, and independent of the
-    characters on the cursor's line (see the module docstring). Never returns
+    Deterministic for the same inputs and files (and the sibling windows
+    chosen last for this document, which stay while they nearly match: see
+    similar.similar_windows), and independent of the characters on the
+    cursor's line (see the module docstring). Never returns
     the current file's own text: no definitions from it, no open document of
     it, none of its edits whose text is in ``prefix + suffix``. Duplicates go:
     of two snippets with the same text (whitespace aside) the better one
@@ -101,10 +113,15 @@ def gather(prefix: str, suffix: str, language_id: str, project: ProjectView, *,
     doc = before + after  # the document without the cursor's line
     near = _near(before, after)
     ranked: list[Snippet] = []
+    files = _Files(project)  # one read budget for the definitions and the similar windows
     lang = languages.language(language_id)
     if lang.imports is not None:
-        ranked += _definitions(doc, near, language_id, lang.imports.style, project)
+        ranked += _definitions(doc, near, language_id, lang.imports.style, project, files)
     query = _identifiers(near)
+    buffers = {os.path.realpath(d.path): d.text for d in project.open_documents[:MAX_OPEN_DOCUMENTS]
+               if os.path.isabs(d.path)}
+    ranked += [Snippet(display_path(path, files.roots), text, "similar", SIMILAR * score)
+               for path, text, score in similar.similar_windows(before, doc, language_id, files, buffers)]
     ranked += _open_chunks(query, project)
     ranked += _edits(query, prefix + suffix, doc, project)
     # Stable sort: equal scores keep the order sources were produced in.
@@ -153,26 +170,7 @@ def render(snippets: list[Snippet], language_id: str) -> str:
     return "".join(out)
 
 
-# --- identifiers and similarity ---------------------------------------------
-
-_WORD = re.compile(r"[A-Za-z_$][\w$]*")
-# Keywords say nothing about what two pieces of code share.
-_STOP = frozenset(
-    "and as assert async await break case catch class const continue def default del delete do elif else "
-    "except export extends false finally for from function if import in is let new none not null of or pass "
-    "raise return self static switch this throw true try typeof undefined var void while with yield".split())
-
-
-def _identifiers(text: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD.findall(text) if len(w) > 1 and w.lower() not in _STOP)
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a or not b:
-        return 0.0
-    common = len(a & b)
-    return common / (len(a) + len(b) - common)
-
+# --- the text around the cursor ----------------------------------------------
 
 def _near(before: str, after: str) -> str:
     """The last NEAR_BEFORE lines of ``before`` (which ends with a newline, or
@@ -292,14 +290,14 @@ def _usage(local: str, counts: collections.Counter, near: str, near_ids: frozens
     return (NEAR if used else 0.0) + count / (count + 2)
 
 
-def _definitions(doc: str, near: str, language_id: str, style: str, project: ProjectView) -> list[Snippet]:
+def _definitions(doc: str, near: str, language_id: str, style: str, project: ProjectView,
+                 files: _Files) -> list[Snippet]:
     statements, bindings, counts = _document(doc, language_id, style)
     if not bindings:
         return []
     for statement in statements:
         near = near.replace(statement, "")  # an import is not a use
     near_ids = frozenset(_WORD.findall(near))
-    files = _Files(project)
     # An unsaved buffer (no path) resolves absolute Python imports against the roots only.
     importer = os.path.abspath(project.path) if project.path and os.path.isabs(project.path) else None
     out: list[Snippet] = []

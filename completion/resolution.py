@@ -80,6 +80,9 @@ class _Files:
                              for r in dict.fromkeys([*self.roots, *allowed[:len(self.roots)]]))
         self._ignored: dict[str, bool] = {}
         self.reads = 0
+        # Bytes read in this call by (real path, mtime, size): similar.py's windows
+        # of a file just parsed for its definitions need not read it again.
+        self.data: dict[tuple, bytes] = {}
         self._listings: dict[str, frozenset[str]] = {}
         # Per call: many names come from one module, and a file changed on
         # disk is seen by the next call.
@@ -147,6 +150,7 @@ class _Files:
                 return None
             if len(data) > MAX_FILE_BYTES:
                 return None  # grew since the stat
+            self.data[key] = data
             module = _parse_module(data, language_id)
             _MODULES.put(key, module)
         return module
