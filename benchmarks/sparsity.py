@@ -38,6 +38,7 @@ import gzip
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": f"{os.cpu_count()} cores, {cpu_name()}, {torch.get_num_threads()} torch threads",
               "torch": torch.__version__, "calibration": str(cal.path), "method": cal.method,
               "calibration_perplexity": cal.perplexity, "default_level": cal.default_level,
-              "command": "python benchmarks/sparsity.py " + " ".join(argv or [])}
+              "command": "python benchmarks/sparsity.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if not args.skip_speed:
         report["speed"] = speed(backend, cal, levels, args.rounds, args.steps, args.context, args.new_tokens,
                                 tuple(args.head_levels))
