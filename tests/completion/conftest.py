@@ -9,6 +9,21 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from completion_fakes import FIM_TOKENS, BpeBackend, FakeBackend
+from tealtab.completion import resolution
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """The paths context from other files reads from disk (resolution._read), in order."""
+    seen: list[str] = []
+    real = resolution._read
+
+    def spy(path):
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(resolution, "_read", spy)
+    return seen
 
 
 @pytest.fixture

@@ -385,19 +385,6 @@ def test_never_the_current_files_own_text(project):
 
 # --- bounds ----------------------------------------------------------------------------
 
-@pytest.fixture
-def reads(monkeypatch):
-    seen: list[str] = []
-    real = resolution._read
-
-    def spy(path):
-        seen.append(path)
-        return real(path)
-
-    monkeypatch.setattr(resolution, "_read", spy)
-    return seen
-
-
 def test_a_huge_file_is_skipped(tmp_path, reads):
     write(tmp_path, "huge.py", "def big():\n    pass\n" + "# filler line\n" * 30000)
     write(tmp_path, "small.py", "def little():\n    pass\n")

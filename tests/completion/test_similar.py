@@ -60,19 +60,6 @@ def server(tmp_path):
     return ProjectView(path=str(current), roots=(str(tmp_path),))
 
 
-@pytest.fixture
-def reads(monkeypatch):
-    seen: list[str] = []
-    real = resolution._read
-
-    def spy(path):
-        seen.append(path)
-        return real(path)
-
-    monkeypatch.setattr(resolution, "_read", spy)
-    return seen
-
-
 def similar_snippets(prefix, suffix, view):
     return [s for s in gather(prefix, suffix, "python", view) if s.kind == "similar"]
 
