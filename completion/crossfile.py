@@ -118,10 +118,9 @@ def gather(prefix: str, suffix: str, language_id: str, project: ProjectView, *,
     if lang.imports is not None:
         ranked += _definitions(doc, near, language_id, lang.imports.style, project, files)
     query = _identifiers(near)
-    buffers = {os.path.realpath(d.path): d.text for d in project.open_documents[:MAX_OPEN_DOCUMENTS]
-               if os.path.isabs(d.path)}
     ranked += [Snippet(display_path(path, files.roots), text, "similar", SIMILAR * score)
-               for path, text, score in similar.similar_windows(before, doc, language_id, files, buffers)]
+               for path, text, score in similar.similar_windows(before, doc, language_id, files,
+                                                                project.open_documents[:MAX_OPEN_DOCUMENTS])]
     ranked += _open_chunks(query, project)
     ranked += _edits(query, prefix + suffix, doc, project)
     # Stable sort: equal scores keep the order sources were produced in.

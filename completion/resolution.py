@@ -80,9 +80,7 @@ class _Files:
                              for r in dict.fromkeys([*self.roots, *allowed[:len(self.roots)]]))
         self._ignored: dict[str, bool] = {}
         self.reads = 0
-        # Bytes read in this call by (real path, mtime, size): similar.py's windows
-        # of a file just parsed for its definitions need not read it again.
-        self.data: dict[tuple, bytes] = {}
+        self.data: dict[tuple, bytes] = {}  # read in this call, by (real path, mtime, size)
         self._listings: dict[str, frozenset[str]] = {}
         # Per call: many names come from one module, and a file changed on
         # disk is seen by the next call.
@@ -125,10 +123,11 @@ class _Files:
             self._modules[path] = self._load(path)
         return self._modules[path]
 
-    def _load(self, path: str) -> _Module | None:
-        language_id = languages.language_for_path(path)
-        if language_id is None:
-            return None
+    def readable(self, path: str) -> tuple[tuple, str] | None:
+        """((real path, mtime, size), real path) of a file that may be read: a
+        regular file of at most MAX_FILE_BYTES inside the allowed folders, not
+        the current file, not ignored; None otherwise. The key names this
+        version of the file for the caches."""
         real = os.path.realpath(path)
         if real == self.current or not any(_inside(real, d) for d in self.allowed) or self.ignored(path, False):
             return None
@@ -138,19 +137,38 @@ class _Files:
             return None
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
             return None
-        key = (real, st.st_mtime_ns, st.st_size, language_id)
-        module = _MODULES.get(key)
-        if module is None:
+        return (real, st.st_mtime_ns, st.st_size), real
+
+    def read(self, key: tuple) -> bytes | None:
+        """The bytes of the file :meth:`readable` keyed, read at most once per
+        call (the definitions and similar.py's windows share the read) and
+        within the MAX_FILES budget; None over it, on an error, or when the
+        file grew past the limit since its stat."""
+        data = self.data.get(key)
+        if data is None:
             if self.reads >= MAX_FILES:
                 return None
             self.reads += 1
             try:
-                data = _read(real)
+                data = _read(key[0])
             except OSError:
                 return None
             if len(data) > MAX_FILE_BYTES:
-                return None  # grew since the stat
+                return None
             self.data[key] = data
+        return data
+
+    def _load(self, path: str) -> _Module | None:
+        language_id = languages.language_for_path(path)
+        found = self.readable(path) if language_id is not None else None
+        if found is None:
+            return None
+        key = (*found[0], language_id)
+        module = _MODULES.get(key)
+        if module is None:
+            data = self.read(found[0])
+            if data is None:
+                return None
             module = _parse_module(data, language_id)
             _MODULES.put(key, module)
         return module

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-from collections.abc import Mapping
+from collections.abc import Sequence
 
-from . import languages, resolution
-from .resolution import MAX_FILE_BYTES, _Files, _inside, _LRU
+from . import languages
+from .project import OpenDocument
+from .resolution import MAX_FILE_BYTES, _Files, _LRU
 
 WINDOW_LINES, WINDOW_STEP = 12, 6
 QUERY_LINES = 12
@@ -53,6 +53,7 @@ _STOP = frozenset(
 
 _WINDOWS = _LRU(128)  # (real path, mtime, size) -> ([(first line, identifiers)], lines)
 _BUFFERS = _LRU(16)  # the same for open buffers, by text
+_SCORED = _LRU(8)  # (query, the siblings' versions) -> the windows at or above the minimum, best first
 _CHOSEN = _LRU(64)  # (current file, language) -> the windows chosen last: [(path, start, text, score)]
 
 
@@ -75,22 +76,13 @@ def _cut(text: str) -> tuple[list, list[str]]:
     return [(s, identifiers("\n".join(lines[s:s + WINDOW_LINES]))) for s in starts], lines
 
 
-def _windows(real: str, st: os.stat_result, language_id: str, files: _Files) -> tuple[list, list[str]] | None:
-    """A file's windows and lines, read once per (path, mtime, size)."""
-    key = (real, st.st_mtime_ns, st.st_size)
+def _windows(key: tuple, files: _Files) -> tuple[list, list[str]] | None:
+    """A file's windows and lines (``key`` from ``files.readable``), cut once per version."""
     cached = _WINDOWS.get(key)
     if cached is None:
-        data = files.data.get((*key, language_id))
+        data = files.read(key)
         if data is None:
-            if files.reads >= resolution.MAX_FILES:
-                return None
-            files.reads += 1
-            try:
-                data = resolution._read(real)
-            except OSError:
-                return None
-            if len(data) > MAX_FILE_BYTES:
-                return None  # grew since the stat
+            return None
         cached = _cut(data.decode("utf-8", "replace"))
         _WINDOWS.put(key, cached)
     return cached
@@ -106,9 +98,10 @@ def _buffer_windows(text: str) -> tuple[list, list[str]]:
 
 
 def _siblings(language_id: str, files: _Files):
-    """(path, real path, stat) of the current file's siblings of its language that may be read."""
+    """(path, key, real path) of the first MAX_SIBLINGS files of the current
+    file's folder in its language that may be read (``files.readable``)."""
     folder = os.path.dirname(files.current)
-    if not any(_inside(folder, d) for d in files.allowed) or files.ignored(folder, True):
+    if files.ignored(folder, True):
         return
     try:
         names = sorted(os.listdir(folder))
@@ -121,16 +114,15 @@ def _siblings(language_id: str, files: _Files):
         if languages.language_for_path(name) != language_id:
             continue
         path = os.path.join(folder, name)
-        real = os.path.realpath(path)
-        if real == files.current or not any(_inside(real, d) for d in files.allowed) or files.ignored(path, False):
-            continue
-        try:
-            st = os.stat(real)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_FILE_BYTES:
+        found = files.readable(path)
+        if found is not None:
             count += 1
-            yield path, real, st
+            yield path, *found
+
+
+def _query(before: str) -> frozenset[str]:
+    """The identifiers of the last QUERY_LINES lines of ``before`` (which ends at the cursor's line)."""
+    return identifiers("\n".join(before.split("\n")[-QUERY_LINES - 1:]))
 
 
 def _shown(lines: list[str], start: int) -> str:
@@ -139,14 +131,14 @@ def _shown(lines: list[str], start: int) -> str:
 
 
 def similar_windows(before: str, doc: str, language_id: str, files: _Files,
-                    buffers: Mapping[str, str] | None = None) -> list[tuple[str, str, float]]:
+                    open_documents: Sequence[OpenDocument] = ()) -> list[tuple[str, str, float]]:
     """(path, text, score) of up to :data:`MAX_WINDOWS` windows of the current
     file's siblings like the end of ``before`` (the document up to the
     cursor's line), best first: each scoring at least
     :data:`MIN_WINDOW_SIMILARITY`, none overlapping a better one of its file,
     none whose text ``doc`` (the document) holds already. A sibling open in
-    the editor is read from its buffer (``buffers``: real path -> text), which
-    may be newer than the disk. Empty for an unsaved buffer (no folder).
+    the editor (one of ``open_documents``) is read from its buffer, which may
+    be newer than the disk. Empty for an unsaved buffer (no folder).
 
     The choice is kept while the user writes on: the windows chosen last for
     this document stay, with their scores, as long as each is unchanged, not
@@ -156,24 +148,26 @@ def similar_windows(before: str, doc: str, language_id: str, files: _Files,
     reuses: re-reading the whole prompt at each line cost more than a
     slightly better window gives.
     """
-    query = identifiers("\n".join(before.split("\n")[-QUERY_LINES - 1:]))
+    query = _query(before)
     if files.current is None or not query:
         return []
-    found = []
     seen: dict[str, tuple[list, list[str]]] = {}
-    buffers = buffers or {}
-    for path, real, st in _siblings(language_id, files):
+    versions = []  # what the scores depend on besides the query: each sibling's version
+    buffers = {os.path.realpath(d.path): d.text for d in open_documents if os.path.isabs(d.path)}
+    for path, key, real in _siblings(language_id, files):
         text = buffers.get(real)
-        windows = _buffer_windows(text) if text is not None else _windows(real, st, language_id, files)
-        if windows is None:
-            continue
-        seen[path] = windows
-        starts, lines = windows
-        for start, ids in starts:
-            score = jaccard(query, ids)
-            if score >= MIN_WINDOW_SIMILARITY:
-                found.append((score, path, start, lines))
-    found.sort(key=lambda f: -f[0])  # stable: ties keep file and line order
+        windows = _buffer_windows(text) if text is not None else _windows(key, files)
+        if windows is not None:
+            seen[path] = windows
+            versions.append((path, key) if text is None else (path, len(text), hash(text)))
+    # While the user types on a line the query stays the same: score the windows once.
+    scored = (query, tuple(versions))
+    found = _SCORED.get(scored)
+    if found is None:
+        found = [(score, path, start, windows[1]) for path, windows in seen.items() for start, ids in windows[0]
+                 if (score := jaccard(query, ids)) >= MIN_WINDOW_SIMILARITY]
+        found.sort(key=lambda f: -f[0])  # stable: ties keep file and line order
+        _SCORED.put(scored, found)
     kept = _kept(_CHOSEN.get((files.current, language_id)), seen, query, doc, found[0][0] if found else 0.0)
     if kept is not None:
         return [(path, text, score) for path, _, text, score in kept]

@@ -3,7 +3,6 @@ cursor and what followed it, stable while typing, bounded, cached."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
@@ -102,17 +101,28 @@ def test_an_unsaved_buffer_or_unlike_siblings_give_no_window(tmp_path):
     assert similar_snippets(prefix, suffix, ProjectView(path=None, roots=(str(tmp_path),))) == []
 
 
-def test_windows_do_not_overlap_and_are_at_most_max_windows(tmp_path):
-    # The same block three times in one sibling, and once in another.
+def windows_of(tmp_path, current):
+    prefix, suffix = at(CURRENT)
+    files = resolution._Files(ProjectView(path=str(current), roots=(str(tmp_path),)))
+    return similar.similar_windows(prefix[: prefix.rfind("\n") + 1], prefix + suffix, "python", files)
+
+
+def test_overlapping_windows_of_a_file_give_one_snippet(tmp_path):
+    write(tmp_path, "net/plain.py", SIBLING)
+    current = write(tmp_path, "net/tls.py", CURRENT.replace("|", ""))
+    scores = [similar.jaccard(similar._query(at(CURRENT)[0]), ids)
+              for _, ids in similar._cut(textwrap.dedent(SIBLING))[0]]
+    assert sum(s >= similar.MIN_WINDOW_SIMILARITY for s in scores) >= 2  # two windows qualify, 6 lines apart
+    assert len(windows_of(tmp_path, current)) == 1
+
+
+def test_at_most_max_windows_best_first(tmp_path):
+    # The same block three times in one sibling, far apart, and once in another.
     write(tmp_path, "net/a.py", (textwrap.dedent(SIBLING) + "\n" * 13) * 3)
     write(tmp_path, "net/b.py", SIBLING)
-    current = write(tmp_path, "net/tls.py", CURRENT.replace("|", ""))
-    prefix, suffix = at(CURRENT)
-    found = similar.similar_windows(prefix[: prefix.rfind("\n") + 1], prefix + suffix, "python",
-                                    resolution._Files(ProjectView(path=str(current), roots=(str(tmp_path),))))
+    found = windows_of(tmp_path, write(tmp_path, "net/tls.py", CURRENT.replace("|", "")))
     assert len(found) == similar.MAX_WINDOWS
-    texts = [text for _, text, _ in found]
-    assert all("spawn_worker" in t for t in texts)
+    assert all("spawn_worker" in text for _, text, _ in found)
     assert [score for _, _, score in found] == sorted((score for _, _, score in found), reverse=True)
 
 
@@ -141,7 +151,7 @@ def test_a_sibling_open_in_the_editor_is_read_from_its_buffer(server, tmp_path, 
     plain = tmp_path / "net" / "plain.py"
     unsaved = textwrap.dedent(SIBLING).replace("backlog=handler.backlog", "backlog=unsaved_value")
     found = similar.similar_windows(prefix[: prefix.rfind("\n") + 1], prefix + suffix, "python",
-                                    resolution._Files(server), {os.path.realpath(plain): unsaved})
+                                    resolution._Files(server), [OpenDocument(str(plain), "python", unsaved)])
     assert len(found) == 1 and "backlog=unsaved_value" in found[0][1]
     assert str(plain) not in reads
     # Through gather, the buffer's text is what the prompt gets (as an open document's
@@ -173,3 +183,13 @@ def test_the_choice_stays_while_it_is_nearly_as_good_as_the_best(tmp_path):
     assert windows(current, mixed) == first  # kept: X is within KEEP of the best
     moved = windows(current, y)  # X shares nothing now
     assert [text.splitlines()[0] for _, text, _ in moved] == ["ya6 = yb6"]
+
+
+def test_typing_on_a_line_scores_the_windows_once(server, monkeypatch):
+    prefix, suffix = at(CURRENT)
+    first = similar_snippets(prefix, suffix, server)
+    calls = []
+    real = similar.jaccard
+    monkeypatch.setattr(similar, "jaccard", lambda a, b: calls.append(1) or real(a, b))
+    assert similar_snippets(prefix + "work", suffix, server) == first
+    assert len(calls) <= similar.MAX_WINDOWS  # only the kept windows' check, no window scored again
